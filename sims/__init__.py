@@ -1,0 +1,1 @@
+"""Simulations that replay the paper's theorems in small synthetic models (`python -m sims.<name>`)."""

@@ -1,0 +1,105 @@
+"""Command lines generated from frozen config dataclasses, and the run-folder rules.
+
+A field's `metadata["help"]` is its flag's help; `metadata["check"]` a (predicate, message)
+pair validated before the run. Misuse prints one line `error: ...` and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    """Bad user input: printed as one line, exit code 2."""
+
+
+def field(default, help: str, check=None, message: str = ""):
+    """A config field with its help text and an optional validity check."""
+    return dataclasses.field(default=default, metadata={"help": help, "check": (check, message)})
+
+
+def positive(x):
+    return x > 0
+
+
+def validate(config) -> None:
+    """Raise UsageError naming the first flag whose value fails its check."""
+    for f in dataclasses.fields(config):
+        check, message = f.metadata.get("check", (None, ""))
+        value = getattr(config, f.name)
+        if check is not None and not check(value):
+            raise UsageError(f"--{f.name.replace('_', '-')} {message} (got {value!r})")
+    post = getattr(config, "validate", None)
+    if post is not None:
+        post()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line instead of usage + message
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
+    p = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+            if "None" in str(f.type):  # optional path-like fields
+                kind = str
+            p.add_argument(flag, type=kind, default=f.default, help=help_, metavar=f.name.upper())
+    p.add_argument("--out", type=str, default=None,
+                   help="results folder (default: a new folder under runs/)")
+    p.add_argument("--force", action="store_true", help="allow writing into an existing --out")
+    return p
+
+
+def parse(config_cls, description: str, argv=None):
+    """(config, out, force) from the command line; validated, UsageError on bad values."""
+    ns = vars(parser_for(config_cls, description).parse_args(argv))
+    out, force = ns.pop("out"), ns.pop("force")
+    config = config_cls(**ns)
+    validate(config)
+    return config, out, force
+
+
+def run_folder(name: str, out: str | None, force: bool) -> Path:
+    """The folder results go to. A given folder that already holds files is refused unless
+    `force`; the default is a new folder runs/<name>-<timestamp>[-k] that never exists yet."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--out {out} exists and is not a folder")
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise UsageError(f"--out {out} already holds results; pass --force to overwrite")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{name}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    path.mkdir(parents=True)
+    return path
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def run_cli(main_body, argv=None) -> int:
+    """Call main_body(argv); turn UsageError into one line and exit code 2."""
+    try:
+        return main_body(argv) or 0
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,338 @@
+"""Theorem 2 replayed: an IM-RM cannot generalise to unseen tokens; an EX-RM can.
+
+    python -m sims.theorem2 --unseen-tokens
+
+Single-token responses on fixed hidden representations (sims/representations.py). Both
+reward models train by full-batch gradient descent with closed-form gradients
+(sims/training.py), all seeds in one batched computation. Predictions (paper_notes §3):
+  * IM-RM: the margin of every pair of unseen tokens stays at its initial value (0, since
+    pi_theta(0) = pi_ref), so accuracy is exactly 1/2 and every pair is a tie.
+  * EX-RM: u(t)/||u(t)|| -> u*/||u*||, the hard-margin separator of the training differences,
+    so EX-RM ranks unseen pairs as u* does (accuracy 1 when meaning is encoded).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from sims import cli
+from sims.cli import UsageError, field, positive
+from sims.representations import SPLITS, load_pairs, synthetic
+from sims.training import STEP_RULES, DivergenceError, train_ex_rm, train_im_rm
+from theory.backend import asarray_like, namespace, to_numpy
+from theory.tolerance import tie_tolerance
+from theory.gradients import token_difference
+from theory.max_margin import NotSeparableError, SolverError, max_margin
+from theory.rewards import accuracy, ex_rm_reward, ex_rm_reward_scale, im_rm_reward, normalised_margin
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = field(0, "first seed; seeds seed .. seed+n_seeds-1 run as one batch")
+    n_seeds: int = field(5, "independent draws trained together", positive, "must be > 0")
+    unseen_tokens: bool = field(False, "also evaluate pairs whose tokens never occur in training")
+    dim: int = field(128, "hidden dimension D", positive, "must be > 0")
+    vocab_size: int = field(64, "vocabulary size |V| (half preferred, half dispreferred)", positive, "must be > 0")
+    n_seen: int = field(32, "tokens used in training pairs (even)", positive, "must be > 0")
+    n_unseen: int = field(16, "held-out tokens for --unseen-tokens (even)", positive, "must be > 0")
+    n_train: int = field(200, "training pairs (one per prompt)", positive, "must be > 0")
+    n_test: int = field(200, "evaluation pairs per held-out split", positive, "must be > 0")
+    meaning_strength: float = field(1.0, "how strongly token meaning is encoded in h_{x,y} (0: not at all)",
+                                    lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
+    token_noise: float = field(1.0, "size of the token-specific part of h_{x,y}",
+                               lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
+    pair_noise: float = field(0.5, "size of the per-(prompt, response) noise in h_{x,y}",
+                              lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
+    prompt_similarity: float = field(0.5, "cosine between different prompts' representations",
+                                     lambda v: 0 <= v < 1, "must be in [0, 1)")
+    init_scale: float = field(1.0, "scale of the reference unembedding U_ref = U(0)",
+                              lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
+    beta: float = field(0.1, "IM-RM temperature beta", lambda v: v > 0 and math.isfinite(v), "must be > 0")
+    lr: float = field(1.0, "learning rate eta (IM-RM steps use eta / beta^2)",
+                      lambda v: v > 0 and math.isfinite(v), "must be > 0")
+    steps: int = field(2000, "gradient steps", positive, "must be > 0")
+    step_rule: str = field("normalized", f"step size rule: {' or '.join(STEP_RULES)} (sims/training.py)",
+                           lambda v: v in STEP_RULES, f"must be one of {', '.join(STEP_RULES)}")
+    direction_tol: float = field(1e-3, "PASS threshold for 1 - cos(u_T, u*)", positive, "must be > 0")
+    checkpoints: int = field(40, "log-spaced evaluation steps", positive, "must be > 0")
+    representations: str = field("", "an .npz of hidden representations (format: sims/representations.py); "
+                                 "replaces the synthetic model")
+    backend: str = field("torch", "array backend: torch or numpy",
+                         lambda v: v in ("torch", "numpy"), "must be torch or numpy")
+    device: str = field("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    dtype: str = field("float64", "float64 or float32", lambda v: v in ("float64", "float32"),
+                       "must be float64 or float32")
+
+    def validate(self):
+        for name in ("n_seen", "n_unseen"):
+            if getattr(self, name) % 2:
+                raise UsageError(f"--{name.replace('_', '-')} must be even (half preferred, half dispreferred)")
+        if self.n_seen + self.n_unseen > 2 * (self.vocab_size // 2):
+            raise UsageError(f"--n-seen + --n-unseen ({self.n_seen + self.n_unseen}) exceeds the vocabulary "
+                             f"(--vocab-size {self.vocab_size})")
+        if self.backend == "numpy" and self.device != "cpu":
+            raise UsageError("--device must be cpu with --backend numpy")
+        if self.device != "cpu":
+            import torch
+            try:
+                dev = torch.device(self.device)
+            except RuntimeError:
+                raise UsageError(f"--device {self.device!r} is not a torch device") from None
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise UsageError(f"--device {self.device}: no CUDA device is available")
+
+
+def checkpoint_steps(steps: int, k: int) -> list[int]:
+    """About k log-spaced steps in [1, steps], always including `steps`."""
+    marks = {int(round(v)) for v in np.geomspace(1, steps, num=min(k, steps))}
+    return sorted(marks | {steps})
+
+
+def _to_backend(problem, config):
+    """The problem's arrays in the configured backend, dtype and device."""
+    if config.backend == "numpy":
+        dtype = getattr(np, config.dtype)
+        conv = lambda a: np.asarray(a, dtype=dtype if a.dtype.kind == "f" else np.int64)
+    else:
+        import torch
+        dtype = getattr(torch, config.dtype)
+        conv = lambda a: torch.as_tensor(a, dtype=dtype if a.dtype.kind == "f" else torch.int64,
+                                         device=config.device)
+    splits = {name: {k: conv(v) for k, v in dataclasses.asdict(p).items()}
+              for name, p in problem.splits.items()}
+    return splits, conv(problem.U_ref)
+
+
+def _im_margins(U, U_ref, pairs, beta):
+    """IM-RM margins r(x,y+) - r(x,y-) through the full log-softmax reward, and the tie scale."""
+    h = pairs["h_x"][..., None, :]                                  # (S, n, 1, D)
+    yp, ym = pairs["y_plus"][..., None], pairs["y_minus"][..., None]
+    r_p, s_p = im_rm_reward(U, h, yp, beta=beta, U_ref=U_ref, with_scale=True)
+    r_m, s_m = im_rm_reward(U, h, ym, beta=beta, U_ref=U_ref, with_scale=True)
+    return r_p, r_m, s_p + s_m
+
+
+def _ex_margins(u, pairs):
+    r_p, r_m = ex_rm_reward(u, pairs["h_plus"]), ex_rm_reward(u, pairs["h_minus"])
+    return r_p, r_m, ex_rm_reward_scale(u, pairs["h_plus"]) + ex_rm_reward_scale(u, pairs["h_minus"])
+
+
+def _metrics(r_p, r_m, scale):
+    acc, ties = accuracy(r_p - r_m, scale)
+    return {"accuracy": to_numpy(acc), "tie_fraction": to_numpy(ties),
+            "mean_margin": to_numpy(namespace(r_p).mean(r_p - r_m, axis=-1)),
+            "normalised_margin": to_numpy(normalised_margin(r_p, r_m))}
+
+
+def _summary(per_seed: dict) -> dict:
+    """Mean over seeds of each metric, and the per-seed values."""
+    out = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    out["per_seed"] = {k: [float(x) for x in v] for k, v in per_seed.items()}
+    return out
+
+
+def _cos_gap(u, u_star):
+    """1 - cos(u, u*) per seed.  u (S, D) any backend, u_star (S, D) NumPy."""
+    u = to_numpy(u).astype(np.float64)
+    cos = np.sum(u * u_star, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(u_star, axis=-1) + 1e-300)
+    return 1.0 - cos
+
+
+def run(config: Config, log=print) -> dict:
+    """Train, evaluate and check; returns the results dict written to results.json."""
+    if config.representations:
+        try:
+            problem = load_pairs(config.representations)
+        except ValueError as exc:
+            raise UsageError(f"--representations: {exc}") from None
+        if config.unseen_tokens and "unseen_tokens" not in problem.splits:
+            raise UsageError("--unseen-tokens: the representation file has no unseen_tokens split")
+    else:
+        seeds = range(config.seed, config.seed + config.n_seeds)
+        problem = synthetic(seeds=seeds, dim=config.dim, vocab_size=config.vocab_size,
+                            n_seen=config.n_seen, n_unseen=config.n_unseen, n_train=config.n_train,
+                            n_test=config.n_test, meaning_strength=config.meaning_strength,
+                            token_noise=config.token_noise, pair_noise=config.pair_noise,
+                            prompt_similarity=config.prompt_similarity, init_scale=config.init_scale)
+    splits_used = [s for s in SPLITS if s != "unseen_tokens" or config.unseen_tokens]
+    data, U_ref = _to_backend(problem, config)
+    train = data["train"]
+    xp = namespace(U_ref)
+    z = train["h_plus"] - train["h_minus"]                          # (S, n, D)
+    S, D = z.shape[0], z.shape[-1]
+
+    # u* for each seed (the EX-RM's limit direction) and what it predicts on each split.
+    try:
+        mm = [max_margin(zs) for zs in to_numpy(z).astype(np.float64)]
+    except NotSeparableError as exc:
+        raise UsageError(f"EX-RM condition of Theorem 2 fails: {exc}") from None
+    u_star = np.stack([r.u for r in mm])                           # (S, D)
+    u_star_acc = {s: _metrics(*_ex_margins(asarray_like(u_star, z), data[s]))["accuracy"]
+                  for s in splits_used}
+
+    marks = checkpoint_steps(config.steps, config.checkpoints)
+    history = {"steps": [], "ex_rm": {s: [] for s in splits_used}, "im_rm": {s: [] for s in splits_used},
+               "one_minus_cosine": [], "one_minus_cosine_constant_step": []}
+
+    def ex_checkpoint(t, u):
+        history["steps"].append(t)
+        history["one_minus_cosine"].append(_cos_gap(u, u_star).tolist() if t else [1.0] * S)
+        for s in splits_used:
+            history["ex_rm"][s].append(_metrics(*_ex_margins(u, data[s]))["accuracy"].tolist())
+
+    unseen_margins0 = {}
+    max_change = [0.0, 0.0]  # max |m_t - m_0|, and the same in units of the tie tolerance
+
+    def im_checkpoint(t, U):
+        for s in splits_used:
+            r_p, r_m, scale = _im_margins(U, U_ref, data[s], config.beta)
+            history["im_rm"][s].append(_metrics(r_p, r_m, scale)["accuracy"].tolist())
+            if s == "unseen_tokens":
+                margin = to_numpy(r_p - r_m)
+                change = np.abs(margin - unseen_margins0.setdefault("m", margin))
+                tol = to_numpy(tie_tolerance(r_p.dtype, scale))
+                max_change[0] = max(max_change[0], float(np.max(change)))
+                max_change[1] = max(max_change[1], float(np.max(change / tol)))
+
+    t0 = time.perf_counter()
+    u0 = xp.zeros_like(z[:, 0, :])                                   # r_EX = 0 at init, like r_IM
+    try:
+        u = train_ex_rm(u0, z, lr=config.lr, steps=config.steps, rule=config.step_rule,
+                        checkpoints=marks, on_checkpoint=ex_checkpoint)
+        E = token_difference(train["y_plus"], train["y_minus"], problem.vocab_size, z)
+        U = train_im_rm(U_ref, train["h_x"], E, beta=config.beta, lr=config.lr, steps=config.steps,
+                        rule=config.step_rule, checkpoints=marks, on_checkpoint=im_checkpoint)
+        if config.step_rule != "constant":  # the paper's constant-step GD, for the O(1/log t) rate
+            train_ex_rm(u0, z, lr=config.lr, steps=config.steps, rule="constant", checkpoints=marks,
+                        on_checkpoint=lambda t, v: history["one_minus_cosine_constant_step"].append(
+                            _cos_gap(v, u_star).tolist() if t else [1.0] * S))
+    except DivergenceError as exc:
+        raise UsageError(f"{exc}; lower --lr") from None
+    train_seconds = time.perf_counter() - t0
+
+    models = {"ex_rm": {}, "im_rm": {}}
+    for s in SPLITS:
+        if s not in splits_used:
+            models["ex_rm"][s] = models["im_rm"][s] = None
+            continue
+        models["ex_rm"][s] = _summary(_metrics(*_ex_margins(u, data[s])))
+        models["im_rm"][s] = _summary(_metrics(*_im_margins(U, U_ref, data[s], config.beta)))
+
+    gap = _cos_gap(u, u_star)
+    unseen_rows = np.setdiff1d(np.arange(problem.vocab_size), problem.seen_tokens)
+    rows_moved = float(np.max(np.abs(to_numpy(U)[:, unseen_rows] - to_numpy(U_ref)[:, unseen_rows]))) \
+        if unseen_rows.size else 0.0
+    results = {
+        "config": dataclasses.asdict(config),
+        "models": models,
+        "max_margin": {
+            "train_accuracy": float(np.mean(u_star_acc["train"])),
+            "seen_tokens_accuracy": float(np.mean(u_star_acc["seen_tokens"])),
+            "unseen_tokens_accuracy": float(np.mean(u_star_acc["unseen_tokens"])) if config.unseen_tokens else None,
+            "margin": float(np.mean([r.margin for r in mm])),
+            "per_seed_margin": [r.margin for r in mm],
+            "support_vectors": [int(r.support.size) for r in mm],
+            "certificate_max": {k: max(r.certificate[k] for r in mm) for k in mm[0].certificate},
+        },
+        "ex_rm_direction": {
+            "steps": history["steps"],
+            "one_minus_cosine": [float(np.mean(v)) for v in history["one_minus_cosine"]],
+            "one_minus_cosine_constant_step": [float(np.mean(v)) for v in history["one_minus_cosine_constant_step"]],
+            "final_per_seed": gap.tolist(),
+        },
+        "history": {"steps": history["steps"],
+                    "ex_rm": {s: [float(np.mean(a)) for a in v] for s, v in history["ex_rm"].items()},
+                    "im_rm": {s: [float(np.mean(a)) for a in v] for s, v in history["im_rm"].items()}},
+        "im_rm_unseen_max_abs_margin_change": max_change[0] if config.unseen_tokens else None,
+        "im_rm_unseen_margin_change_over_tie_tolerance": max_change[1] if config.unseen_tokens else None,
+        "im_rm_unseen_rows_max_abs_change": rows_moved,
+    }
+    results["checks"] = checks(results, u_star_acc, u, u_star, data, config)
+    log_table(results, log)
+    results["_train_seconds"] = train_seconds
+    return results
+
+
+def checks(results, u_star_acc, u, u_star, data, config) -> list[dict]:
+    """Theorem 2's predictions next to what was measured."""
+    out = []
+    ex, im = results["models"]["ex_rm"], results["models"]["im_rm"]
+    gap = float(np.max(results["ex_rm_direction"]["final_per_seed"]))
+    out.append({"claim": "EX-RM converges in direction to the hard-margin separator u* (max over seeds of 1 - cos(u_T, u*))",
+                "predicted": f"-> 0 (PASS if <= {config.direction_tol:g})", "measured": gap,
+                "passed": gap <= config.direction_tol})
+    out.append({"claim": "EX-RM fits the training pairs (u* separates them)", "predicted": 1.0,
+                "measured": ex["train"]["accuracy"], "passed": ex["train"]["accuracy"] == 1.0})
+    if not config.unseen_tokens:
+        return out
+    # EX-RM ranks unseen pairs as u* does: exact except pairs that u*'s direction error cannot decide.
+    pairs = data["unseen_tokens"]
+    zu = to_numpy(pairs["h_plus"] - pairs["h_minus"]).astype(np.float64)
+    delta = np.sqrt(2 * np.maximum(results["ex_rm_direction"]["final_per_seed"], 0))[:, None]
+    unit = u_star / np.linalg.norm(u_star, axis=-1, keepdims=True)
+    undecided = float(np.mean(np.abs(np.einsum("snd,sd->sn", zu, unit)) <= delta * np.linalg.norm(zu, axis=-1)))
+    measured, predicted = ex["unseen_tokens"]["accuracy"], float(np.mean(u_star_acc["unseen_tokens"]))
+    out.append({"claim": "EX-RM accuracy on unseen tokens equals u*'s",
+                "predicted": predicted, "measured": measured,
+                "passed": abs(measured - predicted) <= undecided + 1e-12})
+    acc, ties = im["unseen_tokens"]["accuracy"], im["unseen_tokens"]["tie_fraction"]
+    out.append({"claim": "IM-RM accuracy on unseen tokens is exactly 1/2, every pair a tie",
+                "predicted": "accuracy 0.5, tie fraction 1.0", "measured": f"accuracy {acc:g}, tie fraction {ties:g}",
+                "passed": acc == 0.5 and ties == 1.0})
+    change, rows = results["im_rm_unseen_max_abs_margin_change"], results["im_rm_unseen_rows_max_abs_change"]
+    out.append({"claim": "IM-RM margins of unseen pairs never move (max |change| over the checkpoints)",
+                "predicted": "0 (to rounding: within the tie tolerance)", "measured": change,
+                "passed": results["im_rm_unseen_margin_change_over_tie_tolerance"] <= 1.0})
+    out.append({"claim": "IM-RM unembedding rows of unseen tokens never move (max |U_T - U_0|)",
+                "predicted": 0.0, "measured": rows, "passed": rows == 0.0})
+    return out
+
+
+def log_table(results, log):
+    cfg = results["config"]
+    log(f"Theorem 2 replay  (seeds {cfg['seed']}..{cfg['seed'] + cfg['n_seeds'] - 1}, D={cfg['dim']}, "
+        f"|V|={cfg['vocab_size']}, steps={cfg['steps']}, rule={cfg['step_rule']}, backend={cfg['backend']})")
+    mm = results["max_margin"]
+    predictions = {("ex_rm", "train"): "1 (u* separates)",
+                   ("ex_rm", "seen_tokens"): f"u*: {mm['seen_tokens_accuracy']:.3f}",
+                   ("ex_rm", "unseen_tokens"): f"u*: {mm['unseen_tokens_accuracy']:.3f}" if mm["unseen_tokens_accuracy"] is not None else "",
+                   ("im_rm", "train"): "1 (separable)",
+                   ("im_rm", "seen_tokens"): "moves with <h_xbar, h_x>",
+                   ("im_rm", "unseen_tokens"): "0.500, all ties"}
+    log(f"{'model':6} {'split':14} {'accuracy':>8} {'ties':>6} {'mean margin':>12} {'norm. margin':>12}   Theorem 2 predicts")
+    for model, name in (("ex_rm", "EX-RM"), ("im_rm", "IM-RM")):
+        for s, m in results["models"][model].items():
+            if m is None:
+                continue
+            log(f"{name:6} {s:14} {m['accuracy']:8.3f} {m['tie_fraction']:6.3f} {m['mean_margin']:12.4g} "
+                f"{m['normalised_margin']:12.4g}   {predictions[(model, s)]}")
+    log("checks:")
+    for c in results["checks"]:
+        log(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['claim']}: predicted {c['predicted']}, measured {c['measured']}")
+
+
+def main(argv=None) -> int:
+    def body(argv):
+        config, out, force = cli.parse(Config, __doc__.splitlines()[0], argv)
+        folder = cli.run_folder("theorem2", out, force)
+        print(f"config: {dataclasses.asdict(config)}")
+        t0 = time.perf_counter()
+        results = run(config)
+        train_seconds = results.pop("_train_seconds")
+        cli.write_json(folder / "results.json", results)
+        from figures.theorem2 import draw
+        draw(results, folder / "theorem2")
+        cli.write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0,
+                                             "train_seconds": train_seconds, "argv": sys.argv[1:]})
+        print(f"results: {folder / 'results.json'}  figure: {folder / 'theorem2.png'}")
+        return 0 if all(c["passed"] for c in results["checks"]) else 1
+    return cli.run_cli(body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""The hard-margin separator that gradient descent on EX-RM converges to (Theorem 2).
+
+    u* = argmin ||u||^2  s.t.  <u, z_i> >= 1  for all i        (no bias)
+    dual:  max_a  sum_i a_i - 1/2 ||sum_i a_i z_i||^2,  a >= 0;   u* = sum_i a_i z_i
+
+Solved with cvxpy (Clarabel) in the smaller of two equivalent coordinates: u* lies in the
+row space of Z, so when D > n we write Z^T = Q R and solve for w = Q^T u (n unknowns);
+when n >= D we solve for u directly (D unknowns). Constraints enter by a working set: solve
+on the pairs with the smallest margins, add every violated pair, repeat. Each round solves a
+relaxation, so the first solution feasible for all pairs is the optimum of the whole
+problem; with few support vectors (the structured case) only a few small QPs are solved.
+
+The answer carries a certificate (KKT residuals, duality gap) computed from Z, u*, a alone,
+so a test can verify it without trusting the solver.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory.backend import to_numpy
+
+
+class NotSeparableError(ValueError):
+    """No u satisfies <u, z_i> >= 1 for all i: the differences are not linearly separable."""
+
+
+class SolverError(RuntimeError):
+    """The QP solver did not return an optimal solution."""
+
+
+@dataclass(frozen=True)
+class MaxMarginResult:
+    u: np.ndarray             # (D,) u*
+    alpha: np.ndarray         # (n,) dual variables, u* = Z^T alpha
+    margin: float             # geometric margin 1 / ||u*|| = min_i <u*, z_i> / ||u*||
+    support: np.ndarray       # indices i with alpha_i > 0 (up to solver tolerance)
+    certificate: dict         # see `certificate`
+
+
+def certificate(Z, u, alpha) -> dict:
+    """KKT residuals and duality gap of (u, alpha) for the hard-margin problem, all relative.
+
+    stationarity  ||u - Z^T a|| / ||u||;  primal  max(0, 1 - min_i <u,z_i>);
+    dual  max(0, -min a);  complementarity  max_i |a_i (<u,z_i> - 1)| / sum a;
+    gap  (1/2||u||^2 - (sum a - 1/2||Z^T a||^2)) / (1/2||u||^2).
+    """
+    Z, u, a = (np.asarray(to_numpy(v), dtype=np.float64) for v in (Z, u, alpha))
+    m = Z @ u
+    Za = Z.T @ a
+    primal = 0.5 * u @ u
+    dual = a.sum() - 0.5 * Za @ Za
+    return {
+        "stationarity": float(np.linalg.norm(u - Za) / max(np.linalg.norm(u), 1e-300)),
+        "primal_infeasibility": float(max(0.0, 1.0 - m.min())),
+        "dual_infeasibility": float(max(0.0, -a.min())),
+        "complementarity": float(np.max(np.abs(a * (m - 1.0))) / max(a.sum(), 1e-300)),
+        "duality_gap": float(abs(primal - dual) / max(primal, 1e-300)),
+    }
+
+
+def _solve_restricted(A, rows):
+    """min ||w||^2 s.t. A[rows] w >= 1 with cvxpy. Returns (w, lambda) or raises."""
+    import cvxpy as cp
+
+    w = cp.Variable(A.shape[1])
+    con = A[rows] @ w >= 1.0
+    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w)), [con])
+    try:
+        prob.solve(solver=cp.CLARABEL)
+    except cp.error.SolverError as exc:
+        raise SolverError(f"max-margin QP: solver failed ({exc})") from exc
+    if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        raise NotSeparableError(
+            f"the training differences z_i are not linearly separable through the origin "
+            f"(the hard-margin QP on {len(rows)} of them is infeasible)")
+    if prob.status != cp.OPTIMAL or w.value is None:
+        raise SolverError(f"max-margin QP: solver status {prob.status!r}")
+    return np.asarray(w.value), np.asarray(con.dual_value)
+
+
+def _polish(Z, u, alpha):
+    """Refine the interior-point answer: on the support set the constraints are equalities,
+    Z_S Z_S^T a_S = 1, a linear solve. Keep it only if it is a better KKT point."""
+    S = np.flatnonzero(alpha > 1e-6 * max(alpha.max(), 1e-300))
+    if S.size == 0:
+        return u, alpha
+    a_S = np.linalg.lstsq(Z[S] @ Z[S].T, np.ones(S.size), rcond=None)[0]
+    a = np.zeros_like(alpha)
+    a[S] = a_S
+    u_p = Z[S].T @ a_S
+    if a_S.min() < 0 or (Z @ u_p).min() < 1.0 - 1e-10:
+        return u, alpha
+    old, new = certificate(Z, u, alpha), certificate(Z, u_p, a)
+    return (u_p, a) if max(new.values()) < max(old.values()) else (u, alpha)
+
+
+def max_margin(Z, *, feasibility_tol: float = 1e-7, initial_working_set: int = 128,
+               max_rounds: int = 100) -> MaxMarginResult:
+    """Hard-margin separator of the rows of Z (n, D), any backend; returns NumPy arrays.
+
+    Raises NotSeparableError when no separator exists, SolverError when the solver fails.
+    """
+    Z = np.asarray(to_numpy(Z), dtype=np.float64)
+    if Z.ndim != 2 or Z.shape[0] == 0:
+        raise ValueError(f"Z must be a non-empty (n, D) matrix, got shape {Z.shape}")
+    if not np.all(np.isfinite(Z)):
+        raise ValueError("Z contains NaN or Inf")
+    n, D = Z.shape
+    if D > n:  # u* is in the row space of Z: n unknowns instead of D
+        Q, R = np.linalg.qr(Z.T)                                   # Z^T = Q R, Q (D, n)
+        A = R.T                                                    # Z u = A (Q^T u)
+    else:
+        Q, A = None, Z
+    # Seed the working set with the pairs least aligned with the mean difference.
+    score = A @ A.mean(axis=0)
+    rows = np.sort(np.argsort(score)[: min(n, initial_working_set)])
+    for _ in range(max_rounds):
+        w, lam = _solve_restricted(A, rows)
+        m = A @ w
+        violated = np.flatnonzero(m < 1.0 - feasibility_tol)
+        if violated.size == 0:
+            break
+        add = violated[np.argsort(m[violated])][: max(initial_working_set, rows.size)]
+        rows = np.union1d(rows, add)
+    else:
+        raise SolverError(f"max-margin working set did not converge in {max_rounds} rounds")
+    alpha = np.zeros(n)
+    alpha[rows] = np.maximum(lam, 0.0)   # the objective is 1/2||w||^2: a = lambda
+    u = w if Q is None else Q @ w
+    u, alpha = _polish(Z, u, alpha)
+    support = np.flatnonzero(alpha > 1e-6 * max(alpha.max(), 1e-300))
+    return MaxMarginResult(u=u, alpha=alpha, margin=float(1.0 / np.linalg.norm(u)),
+                           support=support, certificate=certificate(Z, u, alpha))
