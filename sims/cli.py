@@ -40,8 +40,7 @@ def validate(config) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one clear line instead of usage + message
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+        raise UsageError(f"{message} (see --help)")
 
 
 def parser_for(config_cls, description: str) -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ import numpy as np
 from sims import cli
 from sims.cli import UsageError, field, positive
 from sims.representations import SPLITS, load_pairs, synthetic
-from sims.training import STEP_RULES, DivergenceError, train_ex_rm, train_im_rm
+from sims.training import STEP_RULES, DivergenceError, check_finite, train_ex_rm, train_im_rm
 from theory.backend import asarray_like, namespace, to_numpy
 from theory.tolerance import tie_tolerance
 from theory.gradients import token_difference
@@ -139,7 +139,8 @@ def _summary(per_seed: dict) -> dict:
 def _cos_gap(u, u_star):
     """1 - cos(u, u*) per seed.  u (S, D) any backend, u_star (S, D) NumPy."""
     u = to_numpy(u).astype(np.float64)
-    cos = np.sum(u * u_star, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(u_star, axis=-1) + 1e-300)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged run is reported elsewhere
+            cos = np.sum(u * u_star, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(u_star, axis=-1) + 1e-300)
     return 1.0 - cos
 
 
@@ -179,11 +180,17 @@ def run(config: Config, log=print) -> dict:
     history = {"steps": [], "ex_rm": {s: [] for s in splits_used}, "im_rm": {s: [] for s in splits_used},
                "one_minus_cosine": [], "one_minus_cosine_constant_step": []}
 
+    def finite_metrics(metrics, t, model, split):
+        for key, value in metrics.items():
+            check_finite(value, t, model, f"the {key.replace('_', ' ')} on {split}")
+        return metrics
+
     def ex_checkpoint(t, u):
         history["steps"].append(t)
         history["one_minus_cosine"].append(_cos_gap(u, u_star).tolist() if t else [1.0] * S)
         for s in splits_used:
-            history["ex_rm"][s].append(_metrics(*_ex_margins(u, data[s]))["accuracy"].tolist())
+            metrics = finite_metrics(_metrics(*_ex_margins(u, data[s])), t, "EX-RM", s)
+            history["ex_rm"][s].append(metrics["accuracy"].tolist())
 
     unseen_margins0 = {}
     max_change = [0.0, 0.0]  # max |m_t - m_0|, and the same in units of the tie tolerance
@@ -191,7 +198,8 @@ def run(config: Config, log=print) -> dict:
     def im_checkpoint(t, U):
         for s in splits_used:
             r_p, r_m, scale = _im_margins(U, U_ref, data[s], config.beta)
-            history["im_rm"][s].append(_metrics(r_p, r_m, scale)["accuracy"].tolist())
+            metrics = finite_metrics(_metrics(r_p, r_m, scale), t, "IM-RM", s)
+            history["im_rm"][s].append(metrics["accuracy"].tolist())
             if s == "unseen_tokens":
                 margin = to_numpy(r_p - r_m)
                 change = np.abs(margin - unseen_margins0.setdefault("m", margin))

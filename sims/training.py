@@ -9,12 +9,19 @@ Step rules:
     since L itself underflows once the margins pass ~745.
 IM-RM steps use eta / beta^2: by Eq. 5 its reward kernel carries beta^2, so this makes one
 step move IM-RM rewards as far as one EX-RM step moves EX-RM rewards.
+
+IM-RM in dual coordinates. For single-token pairs the margin is linear in U,
+m_i = beta <E_i, (U - U_ref) h_i>, and every GD step adds (eta/(beta n)) sum_j w_j E_j h_j^T.
+So U_t = U_ref + (eta/(beta n)) E^T (A_t * h) with A_t = sum_{s<t} w_s, and the margins are
+m_t = (eta/n) K A_t with the reward kernel K_ij = <E_i, E_j> <h_i, h_j> (Eq. 5 for single
+tokens: the softmax terms of rho cancel between y+ and y-). A step then costs n^2 instead of
+2 n |V| D; U is formed only when a checkpoint asks for it. The iterates are those of
+U <- U - (eta/beta^2) grad L (tests/test_training.py checks this against the primal loop).
 """
 from __future__ import annotations
 
 from theory.backend import namespace, softplus
-from theory.gradients import (bt_weights, ex_rm_grad_from_weights, im_rm_single_token_grad,
-                              im_rm_single_token_margins)
+from theory.gradients import bt_weights, ex_rm_grad_from_weights
 
 STEP_RULES = ("normalized", "constant")
 
@@ -46,10 +53,11 @@ def step_weights(margins, rule: str):
     return xp.exp(log_g - log_mean_l)
 
 
-def _check_finite(margins, step: int, model: str):
-    xp = namespace(margins)
-    if not bool(xp.all(xp.isfinite(margins))):
-        raise DivergenceError(f"{model} diverged at step {step}: a reward margin became NaN or Inf")
+def check_finite(x, step: int, model: str, what: str = "a reward margin"):
+    """Raise DivergenceError naming the step if x holds NaN or Inf."""
+    xp = namespace(x)
+    if not bool(xp.all(xp.isfinite(x))):
+        raise DivergenceError(f"{model} diverged at step {step}: {what} became NaN or Inf")
 
 
 def train_ex_rm(u0, z, *, lr: float, steps: int, rule: str, checkpoints=(), on_checkpoint=None):
@@ -63,8 +71,9 @@ def train_ex_rm(u0, z, *, lr: float, steps: int, rule: str, checkpoints=(), on_c
         on_checkpoint(0, u)
     for t in range(1, steps + 1):
         m = xp.matmul(z, u[..., None])[..., 0]                       # (S, n)
-        _check_finite(m, t, "EX-RM")
+        check_finite(m, t, "EX-RM")
         u = u - lr * ex_rm_grad_from_weights(z, step_weights(m, rule))
+        check_finite(u, t, "EX-RM", "the head u")
         if on_checkpoint is not None and t in marks:
             on_checkpoint(t, u)
     return u
@@ -72,18 +81,25 @@ def train_ex_rm(u0, z, *, lr: float, steps: int, rule: str, checkpoints=(), on_c
 
 def train_im_rm(U_ref, h_x, E, *, beta: float, lr: float, steps: int, rule: str,
                 checkpoints=(), on_checkpoint=None):
-    """GD on the IM-RM unembedding from U(0) = U_ref (so pi_theta(0) = pi_ref).
+    """GD on the IM-RM unembedding from U(0) = U_ref (so pi_theta(0) = pi_ref), in dual form.
 
     U_ref (S, V, D), h_x (S, n, D), E (S, n, V) = e_{y+} - e_{y-}  ->  U (S, V, D).
     """
-    U, marks = U_ref, set(checkpoints)
-    margins_ref = im_rm_single_token_margins(U_ref, h_x, E, beta=beta)
+    xp = namespace(U_ref, h_x)
+    n = h_x.shape[-2]
+    K = xp.matmul(E, xp.matrix_transpose(E)) * xp.matmul(h_x, xp.matrix_transpose(h_x))  # (S, n, n)
+    A = xp.zeros_like(h_x[..., 0])                                   # (S, n) summed step weights
+    marks = set(checkpoints)
+
+    def U_at(A):
+        return U_ref + (lr / (beta * n)) * xp.matmul(xp.matrix_transpose(E), A[..., None] * h_x)
+
     if on_checkpoint is not None:
-        on_checkpoint(0, U)
+        on_checkpoint(0, U_ref)
     for t in range(1, steps + 1):
-        m = im_rm_single_token_margins(U, h_x, E, beta=beta, margins_ref=margins_ref)
-        _check_finite(m, t, "IM-RM")
-        U = U - (lr / beta**2) * im_rm_single_token_grad(h_x, E, step_weights(m, rule), beta=beta)
+        m = (lr / n) * xp.matmul(K, A[..., None])[..., 0]           # (S, n)
+        check_finite(m, t, "IM-RM")
+        A = A + step_weights(m, rule)
         if on_checkpoint is not None and t in marks:
-            on_checkpoint(t, U)
-    return U
+            on_checkpoint(t, U_at(A))
+    return U_at(A)

@@ -35,7 +35,7 @@ class MaxMarginResult:
     u: np.ndarray             # (D,) u*
     alpha: np.ndarray         # (n,) dual variables, u* = Z^T alpha
     margin: float             # geometric margin 1 / ||u*|| = min_i <u*, z_i> / ||u*||
-    support: np.ndarray       # indices i with alpha_i > 0 (up to solver tolerance)
+    support: np.ndarray       # support vectors: active constraints (<u*, z_i> = 1) with a_i > 0
     certificate: dict         # see `certificate`
 
 
@@ -80,17 +80,18 @@ def _solve_restricted(A, rows):
     return np.asarray(w.value), np.asarray(con.dual_value)
 
 
-def _polish(Z, u, alpha):
-    """Refine the interior-point answer: on the support set the constraints are equalities,
-    Z_S Z_S^T a_S = 1, a linear solve. Keep it only if it is a better KKT point."""
-    S = np.flatnonzero(alpha > 1e-6 * max(alpha.max(), 1e-300))
+def _polish(Z, u, alpha, active_tol: float = 1e-6):
+    """Refine the interior-point answer. On the active set S (constraints with margin ~ 1)
+    the KKT conditions are equalities, Z_S Z_S^T a_S = 1, a linear solve; keep the refined
+    point only if it is a valid KKT point with smaller residuals."""
+    S = np.flatnonzero(Z @ u <= 1.0 + active_tol)
     if S.size == 0:
         return u, alpha
     a_S = np.linalg.lstsq(Z[S] @ Z[S].T, np.ones(S.size), rcond=None)[0]
     a = np.zeros_like(alpha)
-    a[S] = a_S
+    a[S] = np.maximum(a_S, 0.0)
     u_p = Z[S].T @ a_S
-    if a_S.min() < 0 or (Z @ u_p).min() < 1.0 - 1e-10:
+    if a_S.min() < -1e-12 * max(a_S.max(), 1e-300) or (Z @ u_p).min() < 1.0 - 1e-10:
         return u, alpha
     old, new = certificate(Z, u, alpha), certificate(Z, u_p, a)
     return (u_p, a) if max(new.values()) < max(old.values()) else (u, alpha)
@@ -130,6 +131,7 @@ def max_margin(Z, *, feasibility_tol: float = 1e-7, initial_working_set: int = 1
     alpha[rows] = np.maximum(lam, 0.0)   # the objective is 1/2||w||^2: a = lambda
     u = w if Q is None else Q @ w
     u, alpha = _polish(Z, u, alpha)
-    support = np.flatnonzero(alpha > 1e-6 * max(alpha.max(), 1e-300))
+    # Support vectors: active constraints that carry dual weight.
+    support = np.flatnonzero((Z @ u <= 1.0 + 1e-6) & (alpha > 0))
     return MaxMarginResult(u=u, alpha=alpha, margin=float(1.0 / np.linalg.norm(u)),
                            support=support, certificate=certificate(Z, u, alpha))

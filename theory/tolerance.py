@@ -1,6 +1,6 @@
 """Tolerances from the dtype, in one place (style point 5; cf. SciPy's `xp_assert_close`).
 
-* `rtol(dtype) = eps ** 0.75`: 1.8e-12 for float64, 6.3e-6 for float32. Leaves room for the
+* `default_rtol(dtype) = eps ** 0.75`: 1.8e-12 for float64, 6.3e-6 for float32. Leaves room for the
   rounding of reductions over thousands of terms while staying far below any modelling error
   (an O(eta^2) remainder, a wrong sign of a token coefficient).
 * Ties. A reward margin that is exactly zero in exact arithmetic (an IM-RM margin on unseen
@@ -28,7 +28,7 @@ def eps(dtype) -> float:
     return float(np.finfo(dtype).eps)
 
 
-def rtol(dtype) -> float:
+def default_rtol(dtype) -> float:
     """Default relative tolerance for comparing two computations of the same quantity."""
     return eps(dtype) ** 0.75
 
@@ -38,7 +38,7 @@ def tie_tolerance(dtype, scale):
     return TIE_ULPS * eps(dtype) * scale
 
 
-def assert_close(actual, desired, *, rtol_=None, atol=0.0, err_msg: str = ""):
+def assert_close(actual, desired, *, rtol=None, atol=0.0, err_msg: str = ""):
     """Assert `actual` ~= `desired` elementwise, with rtol from the dtype unless given.
 
     Comparison is relative to the largest |desired| entry (a norm-wise check), so entries that
@@ -46,7 +46,7 @@ def assert_close(actual, desired, *, rtol_=None, atol=0.0, err_msg: str = ""):
     """
     a, d = to_numpy(actual), to_numpy(desired)
     dtype = np.result_type(a.dtype, d.dtype) if a.dtype.kind == "f" else np.float64
-    tol = rtol(dtype) if rtol_ is None else rtol_
+    tol = default_rtol(dtype) if rtol is None else rtol
     if a.shape != d.shape:
         raise AssertionError(f"shape mismatch {a.shape} vs {d.shape} {err_msg}")
     scale = float(np.max(np.abs(d))) if d.size else 0.0

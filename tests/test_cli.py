@@ -1,0 +1,139 @@
+"""sims.theorem2 end to end: the default run at a small size, bad flags, determinism, no overwrite."""
+import json
+
+import numpy as np
+import pytest
+
+from sims import theorem2
+from sims.representations import synthetic
+
+SMALL = ["--unseen-tokens", "--steps", "300", "--dim", "32", "--n-train", "40", "--n-test", "40",
+         "--n-seeds", "2", "--checkpoints", "8"]
+
+
+def run(tmp_path, *args, name="out"):
+    out = tmp_path / name
+    code = theorem2.main([*SMALL, *args, "--out", str(out)])
+    return code, out
+
+
+def test_default_run_small(tmp_path, capsys):
+    code, out = run(tmp_path)
+    assert code == 0
+    r = json.loads((out / "results.json").read_text())
+    for model in ("ex_rm", "im_rm"):
+        for split in ("train", "seen_tokens", "unseen_tokens"):
+            assert set(r["models"][model][split]) >= {"accuracy", "tie_fraction", "mean_margin"}
+    assert r["models"]["im_rm"]["unseen_tokens"]["accuracy"] == 0.5
+    assert r["models"]["im_rm"]["unseen_tokens"]["tie_fraction"] == 1.0
+    assert r["models"]["ex_rm"]["unseen_tokens"]["accuracy"] == r["max_margin"]["unseen_tokens_accuracy"] == 1.0
+    assert r["ex_rm_direction"]["one_minus_cosine"][-1] <= 1e-3
+    assert r["im_rm_unseen_max_abs_margin_change"] < 1e-12
+    assert all(c["passed"] for c in r["checks"]) and len(r["checks"]) == 6
+    assert (out / "theorem2.png").stat().st_size > 0 and (out / "theorem2.pdf").exists()
+    text = capsys.readouterr().out
+    assert "PASS" in text and "FAIL" not in text and "config:" in text
+
+
+def test_same_seed_same_results(tmp_path):
+    _, a = run(tmp_path, name="a")
+    _, b = run(tmp_path, name="b")
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
+    _, c = run(tmp_path, "--seed", "7", name="c")
+    assert (a / "results.json").read_bytes() != (c / "results.json").read_bytes()
+
+
+def test_never_overwrites_without_force(tmp_path, capsys):
+    code, out = run(tmp_path)
+    before = (out / "results.json").read_bytes()
+    code2, _ = run(tmp_path, "--seed", "3")
+    err = capsys.readouterr().err
+    assert code2 == 2 and "--force" in err and (out / "results.json").read_bytes() == before
+    code3, _ = run(tmp_path, "--seed", "3", "--force")
+    assert code3 == 0 and (out / "results.json").read_bytes() != before
+
+
+def test_default_folder_is_new_each_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert theorem2.main(SMALL) == 0
+    assert theorem2.main(SMALL) == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--lr", "0"], "--lr must be > 0"),
+    (["--lr", "-1"], "--lr must be > 0"),
+    (["--steps", "0"], "--steps must be > 0"),
+    (["--dim", "-3"], "--dim must be > 0"),
+    (["--beta", "0"], "--beta must be > 0"),
+    (["--beta", "nan"], "--beta must be > 0"),
+    (["--n-seen", "40", "--n-unseen", "40", "--vocab-size", "64"], "exceeds the vocabulary"),
+    (["--n-seen", "3"], "must be even"),
+    (["--prompt-similarity", "1"], "must be in [0, 1)"),
+    (["--step-rule", "adam"], "must be one of"),
+    (["--dtype", "float16"], "float64 or float32"),
+    (["--steps", "ten"], "invalid int value"),
+    (["--no-such-flag"], "unrecognized arguments"),
+    (["--device", "cuda:7"], "--device"),
+    (["--representations", "/nonexistent/file.npz"], "cannot read representation file"),
+])
+def test_bad_flags_one_line_exit_2(tmp_path, capsys, argv, needle):
+    if argv[:2] == ["--device", "cuda:7"]:
+        import torch
+        if torch.cuda.device_count() > 7:
+            pytest.skip("this machine has a cuda:7")
+    code = theorem2.main([*argv, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert needle in err and len(err.splitlines()) == 1 and err.startswith("error:")
+
+
+def test_divergence_names_the_step(tmp_path, capsys):
+    code, _ = run(tmp_path, "--lr", "1e308", "--step-rule", "constant")
+    err = capsys.readouterr().err
+    assert code == 2 and "diverged at step" in err and len(err.strip().splitlines()) == 1
+
+
+def test_meaning_not_encoded_ex_rm_fails_too(tmp_path):
+    """The theorem's condition matters: with no meaning direction, u* (and EX-RM) is near chance."""
+    code, out = run(tmp_path, "--meaning-strength", "0", "--n-seeds", "4", "--steps", "2000")
+    r = json.loads((out / "results.json").read_text())
+    assert code == 0  # the predictions (EX-RM = u*, IM-RM = 1/2) still hold
+    assert r["models"]["ex_rm"]["unseen_tokens"]["accuracy"] < 0.8
+
+
+def _write_npz(path, problem, drop=()):
+    arrays = {}
+    for split, p in problem.splits.items():
+        for key, a in (("h_prompt", p.h_x), ("h_chosen", p.h_plus), ("h_rejected", p.h_minus),
+                       ("y_chosen", p.y_plus), ("y_rejected", p.y_minus)):
+            arrays[f"{split}_{key}"] = a[0]
+    arrays["U_ref"] = problem.U_ref[0]
+    np.savez(path, **{k: v for k, v in arrays.items() if k not in drop})
+
+
+def test_representation_file(tmp_path, capsys):
+    p = synthetic(seeds=[5], dim=16, vocab_size=20, n_seen=8, n_unseen=6, n_train=30, n_test=25,
+                  meaning_strength=1.0, token_noise=1.0, pair_noise=0.3, prompt_similarity=0.5, init_scale=1.0)
+    good = tmp_path / "reps.npz"
+    _write_npz(good, p)
+    code, out = run(tmp_path, "--representations", str(good))
+    r = json.loads((out / "results.json").read_text())
+    assert code == 0 and r["models"]["im_rm"]["unseen_tokens"]["tie_fraction"] == 1.0
+    bad = tmp_path / "bad.npz"
+    _write_npz(bad, p, drop=("train_h_chosen",))
+    code, _ = run(tmp_path, "--representations", str(bad), name="o2")
+    assert code == 2 and "lacks train_h_chosen" in capsys.readouterr().err
+
+
+def test_numpy_backend_float32(tmp_path):
+    code, out = run(tmp_path, "--backend", "numpy", "--dtype", "float32")
+    r = json.loads((out / "results.json").read_text())
+    assert code == 0 and r["models"]["im_rm"]["unseen_tokens"]["tie_fraction"] == 1.0
+
+
+def test_benchmark_smoke(capsys):
+    from sims import bench_gd
+    assert bench_gd.main(["--steps", "3", "--repeats", "1"]) == 0
+    assert "speed-up" in capsys.readouterr().out
+    assert bench_gd.main(["--steps", "0"]) == 2

@@ -1,0 +1,77 @@
+"""The hard-margin separator: cvxpy answer vs an independent dual solve, its certificate
+re-derived here from the KKT conditions, and non-separable data reported as such."""
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from scipy.optimize import minimize
+
+from tests.conftest import convert
+from theory.max_margin import NotSeparableError, max_margin
+
+
+def separable(n, D, seed, strength=2.0):
+    rng = np.random.default_rng(seed)
+    m = rng.standard_normal(D)
+    m /= np.linalg.norm(m)
+    return strength * m + rng.standard_normal((n, D)) / np.sqrt(D)
+
+
+def scipy_dual(Z):
+    """min_a 1/2 a^T K a - sum a, a >= 0 with L-BFGS-B (no cvxpy involved)."""
+    K = Z @ Z.T
+    res = minimize(lambda a: (0.5 * a @ K @ a - a.sum(), K @ a - 1.0), np.zeros(len(Z)), jac=True,
+                   method="L-BFGS-B", bounds=[(0, None)] * len(Z),
+                   options=dict(ftol=1e-16, gtol=1e-12, maxiter=50000))
+    return Z.T @ res.x
+
+
+@given(n=st.integers(2, 40), D=st.integers(2, 40), seed=st.integers(0, 2**16))
+def test_matches_independent_dual_and_kkt(n, D, seed):
+    Z = separable(n, D, seed)
+    r = max_margin(Z)
+    u_ref = scipy_dual(Z)
+    np.testing.assert_allclose(r.u, u_ref, rtol=1e-5, atol=1e-5 * np.linalg.norm(u_ref))
+    # KKT, checked from scratch: feasibility, a >= 0, u = Z^T a, complementary slackness.
+    m = Z @ r.u
+    assert m.min() >= 1 - 1e-7
+    assert r.alpha.min() >= 0
+    np.testing.assert_allclose(Z.T @ r.alpha, r.u, atol=1e-6 * np.linalg.norm(r.u))
+    assert np.max(np.abs(r.alpha * (m - 1))) <= 1e-6 * r.alpha.sum()
+    assert r.margin == pytest.approx(1 / np.linalg.norm(u_ref), rel=1e-5)
+    # the support vectors are the active constraints
+    assert np.all(np.abs(m[r.support] - 1) < 1e-6)
+    assert max(r.certificate.values()) < 1e-6
+
+
+def test_backends_give_the_same_separator(backend):
+    Z = separable(30, 10, 0)
+    np.testing.assert_allclose(max_margin(convert(backend, Z)).u, max_margin(Z).u, rtol=1e-9)
+
+
+@pytest.mark.parametrize("Z", [
+    np.array([[1.0, 0.0], [-1.0, 0.0]]),                          # z and -z
+    np.array([[1.0, 2.0], [0.0, 0.0]]),                           # a zero difference
+    np.vstack([separable(50, 5, 1), -separable(50, 5, 2)]),        # two opposed clouds
+])
+def test_non_separable_raises(Z):
+    with pytest.raises(NotSeparableError, match="not linearly separable"):
+        max_margin(Z)
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="NaN"):
+        max_margin(np.array([[np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="shape"):
+        max_margin(np.zeros(3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n,D", [(2000, 4096), (4096, 256)])
+def test_large_in_seconds(n, D):
+    Z = separable(n, D, 3)
+    t0 = time.perf_counter()
+    r = max_margin(Z)
+    assert time.perf_counter() - t0 < 30.0
+    assert (Z @ r.u).min() >= 1 - 1e-7 and max(r.certificate.values()) < 1e-6

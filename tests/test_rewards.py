@@ -1,0 +1,84 @@
+"""Rewards, Bradley-Terry loss and metrics against independent computations."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from tests.conftest import convert
+from theory.backend import to_numpy
+from theory.rewards import (accuracy, bt_loss, ex_rm_reward, im_rm_reward, normalised_margin,
+                            token_log_probs)
+from theory.tolerance import assert_close, tie_tolerance
+
+
+def _loop_log_probs(U, h, y):
+    """ln softmax(U h)[y] position by position with torch (independent of theory/)."""
+    U, h = torch.as_tensor(U), torch.as_tensor(h)
+    out = np.zeros(y.shape)
+    for i in range(y.shape[0]):
+        for k in range(y.shape[1]):
+            out[i, k] = torch.log_softmax(U @ h[i, k], dim=0)[int(y[i, k])].item()
+    return out
+
+
+@given(n=st.integers(1, 5), L=st.integers(1, 4), V=st.integers(2, 9), D=st.integers(1, 6),
+       seed=st.integers(0, 2**16), ref=st.booleans(), masked=st.booleans())
+def test_im_rm_reward_matches_loop(backend, n, L, V, D, seed, ref, masked):
+    rng = np.random.default_rng(seed)
+    U, U_ref = 3 * rng.standard_normal((V, D)), 3 * rng.standard_normal((V, D))
+    h, y = rng.standard_normal((n, L, D)), rng.integers(0, V, (n, L))
+    mask = (rng.random((n, L)) < 0.7) if masked else np.ones((n, L), bool)
+    lp = _loop_log_probs(U, h, y) - (_loop_log_probs(U_ref, h, y) if ref else 0)
+    want = 0.3 * np.sum(lp * mask, axis=1)
+    got = im_rm_reward(convert(backend, U), convert(backend, h), convert(backend, y), beta=0.3,
+                       U_ref=convert(backend, U_ref) if ref else None,
+                       mask=convert(backend, mask) if masked else None)
+    assert type(got) is type(convert(backend, U))
+    assert_close(got, want)
+
+
+def test_batched_unembedding_matches_unbatched(backend):
+    rng = np.random.default_rng(0)
+    U, h, y = rng.standard_normal((3, 7, 4)), rng.standard_normal((3, 5, 2, 4)), rng.integers(0, 7, (3, 5, 2))
+    got = token_log_probs(convert(backend, U), convert(backend, h), convert(backend, y))
+    want = np.stack([_loop_log_probs(U[s], h[s], y[s]) for s in range(3)])
+    assert_close(got, want)
+
+
+def test_ex_rm_reward_and_bt_loss(backend):
+    rng = np.random.default_rng(1)
+    u, hp, hm = rng.standard_normal(5), rng.standard_normal((8, 5)), rng.standard_normal((8, 5))
+    rp = ex_rm_reward(convert(backend, u), convert(backend, hp))
+    rm = ex_rm_reward(convert(backend, u), convert(backend, hm))
+    assert_close(rp, hp @ u)
+    want = np.mean(-np.log(1 / (1 + np.exp(-(hp @ u - hm @ u)))))
+    assert_close(bt_loss(rp, rm), np.asarray(want))
+
+
+def test_accuracy_counts_ties_half_and_rounding_noise_as_ties(backend):
+    margins = convert(backend, [1.0, -1.0, 0.0, 1e-16, -3e-16, 1e-6])
+    scale = convert(backend, np.ones(6))
+    acc, ties = accuracy(margins, scale)
+    # 1e-16 and -3e-16 are rounding noise on a scale of 1: ties; 1e-6 is a real preference.
+    assert float(ties) == pytest.approx(3 / 6)
+    assert float(acc) == pytest.approx((1 + 0 + 0.5 * 3 + 1) / 6)
+
+
+def test_tie_tolerance_follows_dtype():
+    assert tie_tolerance(np.float32, 1.0) / tie_tolerance(np.float64, 1.0) == pytest.approx(2.0**29)
+    assert tie_tolerance(torch.float64, 2.0) == pytest.approx(2 * tie_tolerance(np.float64, 1.0))
+
+
+def test_normalised_margin_matches_formula(backend):
+    rng = np.random.default_rng(2)
+    rp, rm = rng.standard_normal(10), rng.standard_normal(10)
+    want = np.mean(np.abs(rp - rm)) / (np.std(np.concatenate([rp, rm])) + 1e-8)
+    assert_close(normalised_margin(convert(backend, rp), convert(backend, rm)), np.asarray(want))
+
+
+def test_backends_agree():
+    rng = np.random.default_rng(3)
+    U, h, y = rng.standard_normal((6, 3)), rng.standard_normal((4, 2, 3)), rng.integers(0, 6, (4, 2))
+    a = im_rm_reward(U, h, y, beta=0.5)
+    b = im_rm_reward(torch.as_tensor(U), torch.as_tensor(h), torch.as_tensor(y), beta=0.5)
+    assert_close(to_numpy(b), a)
