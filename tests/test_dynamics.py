@@ -1,0 +1,181 @@
+"""Eq. 5 and the EX-RM identity against the autograd oracle (theory/oracle.py), with Hypothesis."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from tests.conftest import convert
+from theory import oracle
+from theory.backend import to_numpy
+from theory.dynamics import (delta_r_ex, delta_r_im, kernel_cost, next_token_log_probs, pooled,
+                             reward_kernel, rho, rho_pairs)
+from theory.sequences import Seqs, pack
+from theory.tolerance import default_rtol
+
+
+def draw_problem(rng, *, V, D, A, B, K, L, overlap, peak, ref, dtype=np.float64):
+    """Random U, evaluation and training sequences. overlap: 'none' (ybar shares no token with
+    the training responses), 'partial' (one shared pool), 'identical' (ybar = y+)."""
+    U = peak * rng.standard_normal((V, D)) / np.sqrt(D)
+    U_ref = rng.standard_normal((V, D)) / np.sqrt(D) if ref else None
+    half = max(1, V // 2)
+    pool_bar, pool_train = ((np.arange(half), np.arange(half, V)) if overlap == "none" and V >= 2
+                            else (np.arange(V), np.arange(V)))
+    lens = lambda n, m: rng.integers(1, m + 1, n)
+    h = lambda n: rng.standard_normal((n, D)).astype(dtype)
+    plus_l = lens(B, L)
+    plus = ([h(n) for n in plus_l], [rng.choice(pool_train, n) for n in plus_l])
+    minus_l = lens(B, L)
+    minus = ([h(n) for n in minus_l], [rng.choice(pool_train, n) for n in minus_l])
+    if overlap == "identical":
+        bar = ([x.copy() for x in plus[0][:1]] * A, [y.copy() for y in plus[1][:1]] * A)
+    else:
+        bar_l = lens(A, K)
+        bar = ([h(n) for n in bar_l], [rng.choice(pool_bar, n) for n in bar_l])
+    return U.astype(dtype), None if U_ref is None else U_ref.astype(dtype), bar, plus, minus
+
+
+def as_seqs(backend, parts, dtype=None):
+    return pack([convert(backend, h, dtype) for h in parts[0]], [convert(backend, y) for y in parts[1]])
+
+
+problems = dict(V=st.integers(2, 12), D=st.integers(1, 6), A=st.integers(1, 3), B=st.integers(1, 3),
+                K=st.integers(1, 4), L=st.integers(1, 4), overlap=st.sampled_from(["none", "partial", "identical"]),
+                peak=st.sampled_from([0.1, 1.0, 10.0]), ref=st.booleans(), seed=st.integers(0, 2**16))
+
+
+def oracle_scale(U, bar, plus, minus, beta, eta, U_ref):
+    """eta ||grad r|| ||grad L||: the Cauchy-Schwarz bound on |Delta r|, the scale errors are judged on."""
+    Ut = U.detach().clone().requires_grad_(True)
+    (gL,) = torch.autograd.grad(oracle._im_loss(Ut, plus, minus, beta, U_ref), Ut)
+    norms = []
+    for a in range(bar.h.shape[0]):
+        r = oracle._im_rewards(Ut, Seqs(*(t[a:a + 1] for t in bar)), beta, U_ref)
+        (gr,) = torch.autograd.grad(r.sum(), Ut)
+        norms.append(float(gr.norm()))
+    return eta * max(norms) * float(gL.norm())
+
+
+@given(**problems, route=st.sampled_from(["auto", "rho", "gradient"]), beta=st.floats(0.05, 2.0))
+def test_eq5_equals_autograd_tangent(backend, V, D, A, B, K, L, overlap, peak, ref, seed, route, beta):
+    rng = np.random.default_rng(seed)
+    U, U_ref, bar, plus, minus = draw_problem(rng, V=V, D=D, A=A, B=B, K=K, L=L, overlap=overlap, peak=peak, ref=ref)
+    eta = 0.1
+    got = delta_r_im(convert(backend, U), as_seqs(backend, bar), as_seqs(backend, plus), as_seqs(backend, minus),
+                     beta=beta, eta=eta, U_ref=None if U_ref is None else convert(backend, U_ref), route=route)
+    T = lambda parts: as_seqs("torch-cpu", parts)
+    Ut, Urt = torch.as_tensor(U), None if U_ref is None else torch.as_tensor(U_ref)
+    want = oracle.delta_r_im_tangent(Ut, T(bar), T(plus), T(minus), beta=beta, eta=eta, U_ref=Urt)
+    scale = oracle_scale(Ut, T(bar), T(plus), T(minus), beta, eta, Urt)
+    assert np.max(np.abs(to_numpy(got) - want.numpy())) <= 1e-10 * scale
+
+
+@given(V=st.integers(2, 12), D=st.integers(1, 6), K=st.integers(1, 5), L=st.integers(1, 5),
+       peak=st.sampled_from([0.1, 1.0, 10.0]), seed=st.integers(0, 2**16))
+def test_routes_agree_and_float32_within_tolerance(V, D, K, L, peak, seed):
+    rng = np.random.default_rng(seed)
+    U, _, bar, plus, _ = draw_problem(rng, V=V, D=D, A=3, B=3, K=K, L=L, overlap="partial", peak=peak, ref=False)
+    out = {}
+    for dt in (np.float64, np.float32):
+        Ub, sb, sp = torch.as_tensor(U.astype(dt)), as_seqs("torch-cpu", bar, dt), as_seqs("torch-cpu", plus, dt)
+        pb, pp = next_token_log_probs(Ub, sb).exp(), next_token_log_probs(Ub, sp).exp()
+        out[dt] = {r: reward_kernel(pb, sb, pp, sp, route=r).double().numpy() for r in ("rho", "gradient")}
+    scale = np.max(np.abs(out[np.float64]["gradient"])) + 1.0
+    assert np.max(np.abs(out[np.float64]["rho"] - out[np.float64]["gradient"])) <= 1e-12 * scale
+    # float32: the dtype's tolerance, on the scale of the kernel (terms are O(K L |h|^2))
+    scale32 = np.max(np.abs(out[np.float64]["rho"])) + K * L * D
+    for r in ("rho", "gradient"):
+        assert np.max(np.abs(out[np.float32][r] - out[np.float64][r])) <= default_rtol(np.float32) * scale32
+
+
+def test_auto_route_picks_the_cheaper():
+    assert min(kernel_cost(1, 16, 1, 16, 128256, 4096).items(), key=lambda kv: kv[1])[0] == "rho"
+    assert min(kernel_cost(500, 8, 500, 8, 10, 4).items(), key=lambda kv: kv[1])[0] == "gradient"
+
+
+@given(D=st.integers(1, 8), A=st.integers(1, 4), B=st.integers(1, 4), L=st.integers(1, 5),
+       how=st.sampled_from(["last", "mean"]), seed=st.integers(0, 2**16))
+def test_ex_rm_prediction_is_exact(backend, D, A, B, L, how, seed):
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal(D)
+    reps = []
+    for n in (A, B, B):
+        hs = [rng.standard_normal((int(rng.integers(1, L + 1)), D)) for _ in range(n)]
+        s = pack(hs, [np.zeros(len(h), int) for h in hs])
+        reps.append(pooled(s.h, s.mask, how))
+    h_bar, hp, hm = reps
+    eta = float(rng.uniform(0.01, 2.0))
+    got = delta_r_ex(convert(backend, u), convert(backend, h_bar), convert(backend, hp), convert(backend, hm), eta=eta)
+    want = oracle.delta_r_ex_actual(torch.as_tensor(u), torch.as_tensor(h_bar), torch.as_tensor(hp),
+                                    torch.as_tensor(hm), eta=eta)
+    scale = eta * np.abs(h_bar).sum(-1).max() * np.abs(hp - hm).max() + 1e-300
+    assert np.max(np.abs(to_numpy(got) - want.numpy())) <= 64 * np.finfo(float).eps * scale
+
+
+def test_pooling_last_and_mean():
+    s = pack([np.arange(6.0).reshape(3, 2), np.arange(2.0).reshape(1, 2)], [np.zeros(3, int), np.zeros(1, int)])
+    np.testing.assert_array_equal(pooled(s.h, s.mask, "last"), [[4.0, 5.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(pooled(s.h, s.mask, "mean"), [[2.0, 3.0], [0.0, 1.0]])
+
+
+@given(**problems)
+def test_im_rm_remainder_is_second_order(V, D, A, B, K, L, overlap, peak, ref, seed):
+    """actual - predicted = O(eta^2): halving eta divides the gap by about 4."""
+    rng = np.random.default_rng(seed)
+    U, U_ref, bar, plus, minus = draw_problem(rng, V=V, D=D, A=A, B=B, K=K, L=L, overlap=overlap, peak=peak, ref=ref)
+    T = lambda parts: as_seqs("torch-cpu", parts)
+    Ut, Urt = torch.as_tensor(U), None if U_ref is None else torch.as_tensor(U_ref)
+    gaps = []
+    for eta in (1e-3, 5e-4):
+        pred = delta_r_im(Ut, T(bar), T(plus), T(minus), beta=0.5, eta=eta, U_ref=Urt)
+        act = oracle.delta_r_im_actual(Ut, T(bar), T(plus), T(minus), beta=0.5, eta=eta, U_ref=Urt)
+        gaps.append(np.abs((act - pred).numpy()))
+    big = gaps[0] > 1e-12          # where the remainder stands above float64 rounding
+    assert np.all(gaps[0][~big] <= 1e-11)
+    if big.any():
+        ratio = gaps[0][big] / gaps[1][big]
+        assert np.all((ratio > 3.6) & (ratio < 4.4)), ratio
+
+
+@given(V=st.integers(2, 30), K=st.integers(1, 5), L=st.integers(1, 5), peak=st.floats(0.01, 20.0),
+       seed=st.integers(0, 2**16))
+def test_rho_range_diagonal_and_backends(V, K, L, peak, seed):
+    rng = np.random.default_rng(seed)
+    soft = lambda n: (lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))(peak * rng.standard_normal((n, V)))
+    pb, pv, yb, v = soft(K), soft(L), rng.integers(0, V, K), rng.integers(0, V, L)
+    r = rho(pb, yb, pv, v)
+    assert r.shape == (K, L) and np.all(r >= -2 - 1e-12) and np.all(r <= 2 + 1e-12)
+    # brute force from the definition <e_ybar - pibar, e_v - pi>
+    E = np.eye(V)
+    brute = np.array([[(E[yb[k]] - pb[k]) @ (E[v[l]] - pv[l]) for l in range(L)] for k in range(K)])
+    np.testing.assert_allclose(r, brute, atol=1e-14)
+    # identical positions: rho = ||e_y - pi||^2 > 0
+    diag = np.diag(rho(pb, yb, pb, yb))
+    np.testing.assert_allclose(diag, np.sum((E[yb] - pb) ** 2, -1), atol=1e-14)
+    # > 0; the closed form 1 - 2 pi(y) + ||pi||^2 cancels to within eps of 0 when pi is nearly one-hot
+    assert np.all(diag[np.sum((E[yb] - pb) ** 2, -1) > 1e-12] > 0)
+    np.testing.assert_allclose(to_numpy(rho(*(torch.as_tensor(a) for a in (pb, yb, pv, v)))), r, atol=1e-14)
+
+
+def test_rho_negative_for_paraphrase_tokens():
+    """Synonyms a, b with probability p each at both positions, the rest r = 1 - 2p on a third
+    token: rho(a, b) = 0 - p - p + (2p^2 + r^2), negative (-1/2 when p = 1/2)."""
+    for p in (0.5, 0.4, 0.3):
+        pi = np.array([[p, p, 1 - 2 * p]])
+        want = -2 * p + 2 * p**2 + (1 - 2 * p) ** 2
+        assert want < 0 and rho(pi, np.array([0]), pi, np.array([1]))[0, 0] == pytest.approx(want, abs=1e-15)
+
+
+@given(**problems)
+def test_reference_model_enters_only_through_g(V, D, A, B, K, L, overlap, peak, ref, seed):
+    rng = np.random.default_rng(seed)
+    U, _, bar, plus, minus = draw_problem(rng, V=V, D=D, A=A, B=1, K=K, L=L, overlap=overlap, peak=peak, ref=False)
+    U_ref = rng.standard_normal((V, D))
+    s = lambda parts: as_seqs("numpy", parts)
+    d_ref = delta_r_im(U, s(bar), s(plus), s(minus), beta=0.7, eta=0.1, U_ref=U_ref)
+    d_none = delta_r_im(U, s(bar), s(plus), s(minus), beta=0.7, eta=0.1)
+    # one example: Delta r = eta beta^2 g Theta, so Delta r / g does not depend on the reference
+    from theory.dynamics import im_rm_bt_weights
+    g = lambda Ur: im_rm_bt_weights(next_token_log_probs(U, s(plus)), next_token_log_probs(U, s(minus)),
+                                    s(plus), s(minus), beta=0.7, U_ref=Ur)[0]
+    np.testing.assert_allclose(d_ref / g(U_ref), d_none / g(None), rtol=1e-12, atol=1e-300)
