@@ -31,9 +31,20 @@ from theory.sequences import Seqs
 ROUTES = ("auto", "rho", "gradient")
 
 
-def next_token_log_probs(U, seqs: Seqs):
-    """ln pi(.|x, y<k) at every position.  U (V, D)  ->  (N, L, V)."""
-    return log_softmax(unembed(U, seqs.h), axis=-1)
+def next_token_log_probs(U, *seqs: Seqs):
+    """ln pi(.|x, y<k) at every position of each Seqs.  U (V, D)  ->  (N, L, V) per Seqs.
+
+    All positions go through one product with U: at LLM sizes reading U (|V| x D) costs more
+    than the arithmetic, so one pass over it for every sequence set is the unavoidable cost.
+    """
+    xp = namespace(U)
+    flat = [xp.reshape(s.h, (-1, s.h.shape[-1])) for s in seqs]
+    logp = log_softmax(unembed(U, xp.concat(flat, axis=0)), axis=-1)     # (sum N L, V)
+    out, start = [], 0
+    for s, f in zip(seqs, flat):
+        out.append(xp.reshape(logp[start:start + f.shape[0]], (*s.h.shape[:-1], U.shape[0])))
+        start += f.shape[0]
+    return out if len(out) > 1 else out[0]
 
 
 def _flat(x, n_lead: int):
@@ -114,8 +125,8 @@ def im_rm_bt_weights(logp_plus, logp_minus, plus: Seqs, minus: Seqs, *, beta: fl
     """g_i = sigmoid(r(x_i,y-_i) - r(x_i,y+_i)) from the current log-probabilities."""
     m = beta * (_sequence_log_probs(logp_plus, plus) - _sequence_log_probs(logp_minus, minus))
     if U_ref is not None:
-        m = m - beta * (_sequence_log_probs(next_token_log_probs(U_ref, plus), plus)
-                        - _sequence_log_probs(next_token_log_probs(U_ref, minus), minus))
+        ref_plus, ref_minus = next_token_log_probs(U_ref, plus, minus)
+        m = m - beta * (_sequence_log_probs(ref_plus, plus) - _sequence_log_probs(ref_minus, minus))
     return bt_weights(m)
 
 
@@ -128,8 +139,7 @@ def delta_r_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta: float, eta:
     of y+_i / y-_i given x_i. U_ref=None: the no-reference variant (pi_ref = 1).
     """
     xp = namespace(U)
-    logp_bar = next_token_log_probs(U, eval_seqs)
-    logp_plus, logp_minus = next_token_log_probs(U, plus), next_token_log_probs(U, minus)
+    logp_bar, logp_plus, logp_minus = next_token_log_probs(U, eval_seqs, plus, minus)
     g = im_rm_bt_weights(logp_plus, logp_minus, plus, minus, beta=beta, U_ref=U_ref)   # (B,)
     pi_bar = xp.exp(logp_bar)
     theta = (reward_kernel(pi_bar, eval_seqs, xp.exp(logp_plus), plus, route)

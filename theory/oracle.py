@@ -20,16 +20,23 @@ def _im_rewards(U, seqs: Seqs, beta, U_ref):
     return im_rm_reward(U, seqs.h, seqs.y, beta=beta, U_ref=U_ref, mask=seqs.mask)
 
 
-def delta_r_im_tangent(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta, eta, U_ref=None):
-    """eta <grad_U r(xbar,ybar), -grad_U L> for each evaluation sequence, by autograd.  (A,)"""
+def delta_r_im_tangent(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta, eta, U_ref=None,
+                       with_scale: bool = False):
+    """eta <grad_U r(xbar,ybar), -grad_U L> for each evaluation sequence, by autograd.  (A,)
+
+    with_scale=True also returns eta max_a ||grad r_a|| ||grad L||, the Cauchy-Schwarz bound
+    on |Delta r| on which rounding errors are judged.
+    """
     U = U.detach().requires_grad_(True)
     (grad_L,) = torch.autograd.grad(_im_loss(U, plus, minus, beta, U_ref), U)
-    out = []
+    out, norms = [], []
     for a in range(eval_seqs.h.shape[0]):
         r = _im_rewards(U, Seqs(*(t[a:a + 1] for t in eval_seqs)), beta, U_ref)
         (grad_r,) = torch.autograd.grad(r.sum(), U)
         out.append(-eta * torch.sum(grad_r * grad_L))
-    return torch.stack(out)
+        norms.append(float(torch.linalg.vector_norm(grad_r)))
+    delta = torch.stack(out)
+    return (delta, eta * max(norms) * float(torch.linalg.vector_norm(grad_L))) if with_scale else delta
 
 
 def delta_r_im_actual(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta, eta, U_ref=None):
