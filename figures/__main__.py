@@ -1,9 +1,9 @@
 """python -m figures [name ...]: rebuild the paper figures (all of them by default)."""
 import sys
 
-from figures import theorem2
+from figures import dynamics, theorem2
 
-FIGURES = {"theorem2": theorem2.make}
+FIGURES = {"theorem2": theorem2.make, "dynamics": dynamics.make}
 
 
 def main(argv=None) -> int:
