@@ -1,9 +1,9 @@
 """python -m figures [name ...]: rebuild the paper figures (all of them by default)."""
 import sys
 
-from figures import dynamics, theorem2
+from figures import dynamics, hamiltonian, theorem2
 
-FIGURES = {"theorem2": theorem2.make, "dynamics": dynamics.make}
+FIGURES = {"theorem2": theorem2.make, "dynamics": dynamics.make, "hamiltonian": hamiltonian.make}
 
 
 def main(argv=None) -> int:
