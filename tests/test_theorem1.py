@@ -64,3 +64,10 @@ def test_bound_becomes_tight_as_reference_mass_vanishes(beta, delta):
     ratios = [closed_form_correct_mass(p, delta=delta, beta=beta) / (np.exp(delta / beta) * p)
               for p in (1e-2, 1e-4, 1e-6, 1e-8)]
     assert all(a < b for a, b in zip(ratios, ratios[1:])) and ratios[-1] > 1 - 1e-6 * np.exp(delta / beta)
+
+
+def test_sim_default_small(tmp_path, capsys):
+    from sims import theorem1
+    assert theorem1.main(["--length", "4", "--out", str(tmp_path / "t")]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+    assert theorem1.main(["--vocab", "50", "--length", "9", "--out", str(tmp_path / "u")]) == 2
