@@ -140,7 +140,7 @@ def _cos_gap(u, u_star):
     """1 - cos(u, u*) per seed.  u (S, D) any backend, u_star (S, D) NumPy."""
     u = to_numpy(u).astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged run is reported elsewhere
-            cos = np.sum(u * u_star, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(u_star, axis=-1) + 1e-300)
+        cos = np.sum(u * u_star, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(u_star, axis=-1) + 1e-300)
     return 1.0 - cos
 
 

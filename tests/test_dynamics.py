@@ -8,7 +8,7 @@ from tests.conftest import convert
 from theory import oracle
 from theory.backend import to_numpy
 from theory.dynamics import (delta_r_ex, delta_r_im, kernel_cost, next_token_log_probs, pooled,
-                             reward_kernel, rho, rho_pairs)
+                             reward_change_matrix_ex, reward_change_matrix_im, reward_kernel, rho)
 from theory.sequences import Seqs, pack
 from theory.tolerance import default_rtol
 
@@ -103,6 +103,22 @@ def test_ex_rm_prediction_is_exact(backend, D, A, B, L, how, seed):
                                     torch.as_tensor(hm), eta=eta)
     scale = eta * np.abs(h_bar).sum(-1).max() * np.abs(hp - hm).max() + 1e-300
     assert np.max(np.abs(to_numpy(got) - want.numpy())) <= 64 * np.finfo(float).eps * scale
+
+
+def test_change_matrix_columns_are_single_example_steps():
+    """Column i of the matrix is the step on example i alone; the batch step is their mean."""
+    rng = np.random.default_rng(5)
+    U, U_ref, bar, plus, minus = draw_problem(rng, V=7, D=4, A=3, B=3, K=3, L=3, overlap="partial", peak=1.0, ref=True)
+    s = lambda parts: as_seqs("numpy", parts)
+    M = reward_change_matrix_im(U, s(bar), s(plus), s(minus), beta=0.5, eta=0.1, U_ref=U_ref)
+    for i in range(3):
+        one = lambda parts: as_seqs("numpy", ([parts[0][i]], [parts[1][i]]))
+        np.testing.assert_allclose(M[:, i], delta_r_im(U, s(bar), one(plus), one(minus), beta=0.5, eta=0.1,
+                                                       U_ref=U_ref), rtol=1e-12)
+    np.testing.assert_allclose(M.mean(1), delta_r_im(U, s(bar), s(plus), s(minus), beta=0.5, eta=0.1, U_ref=U_ref))
+    h = rng.standard_normal((4, 4))
+    Mex = reward_change_matrix_ex(rng.standard_normal(4), h, rng.standard_normal((2, 4)), rng.standard_normal((2, 4)), eta=0.3)
+    assert Mex.shape == (4, 2)
 
 
 def test_pooling_last_and_mean():

@@ -130,10 +130,11 @@ def im_rm_bt_weights(logp_plus, logp_minus, plus: Seqs, minus: Seqs, *, beta: fl
     return bt_weights(m)
 
 
-def delta_r_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta: float, eta: float,
-               U_ref=None, route: str = "auto"):
-    """Eq. 5: first-order change of r_IM on each evaluation sequence after one GD step of
-    the Bradley-Terry loss on the mini-batch (plus[i], minus[i]).  -> (A,).
+def reward_change_matrix_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta: float,
+                            eta: float, U_ref=None, route: str = "auto"):
+    """Eq. 5 per training example: entry (a, i) is the first-order change of r_IM on
+    evaluation sequence a after one GD step on example i alone,
+    eta beta^2 g_i [Theta(ybar_a, y+_i) - Theta(ybar_a, y-_i)].  -> (A, B).
 
     U (V, D); eval_seqs (A, K): positions of ybar given xbar; plus / minus (B, L): positions
     of y+_i / y-_i given x_i. U_ref=None: the no-reference variant (pi_ref = 1).
@@ -144,7 +145,15 @@ def delta_r_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta: float, eta:
     pi_bar = xp.exp(logp_bar)
     theta = (reward_kernel(pi_bar, eval_seqs, xp.exp(logp_plus), plus, route)
              - reward_kernel(pi_bar, eval_seqs, xp.exp(logp_minus), minus, route))       # (A, B)
-    return eta * beta**2 * xp.mean(theta * g[None, :], axis=-1)
+    return eta * beta**2 * theta * g[None, :]
+
+
+def delta_r_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta: float, eta: float,
+               U_ref=None, route: str = "auto"):
+    """Eq. 5 for a mini-batch step (the mean over its examples).  -> (A,)."""
+    xp = namespace(U)
+    return xp.mean(reward_change_matrix_im(U, eval_seqs, plus, minus, beta=beta, eta=eta,
+                                           U_ref=U_ref, route=route), axis=-1)
 
 
 def pooled(h, mask, how: str = "last"):
@@ -160,10 +169,17 @@ def pooled(h, mask, how: str = "last"):
     return xp.sum(h * one_hot(last, h.shape[-2], h)[..., None], axis=-2)
 
 
-def delta_r_ex(u, h_bar, h_plus, h_minus, *, eta: float):
-    """Exact change of r_EX after one GD step on the mini-batch.  u (D,), h_bar (A, D),
-    h_plus / h_minus (B, D) the EX-RM representations of the pairs  ->  (A,)."""
+def reward_change_matrix_ex(u, h_bar, h_plus, h_minus, *, eta: float):
+    """Entry (a, i): exact change of r_EX on a after one GD step on example i alone,
+    eta g_i <h_bar_a, h+_i - h-_i>.  u (D,), h_bar (A, D), h_plus / h_minus (B, D) the
+    EX-RM representations (see `pooled`)  ->  (A, B)."""
     xp = namespace(u, h_bar)
     z = h_plus - h_minus                                              # (B, D)
     g = bt_weights(xp.matmul(z, u[:, None])[:, 0])                     # (B,)
-    return eta * xp.matmul(h_bar, xp.matmul(g[None, :], z)[0] / z.shape[0])
+    return eta * xp.matmul(h_bar, xp.matrix_transpose(z)) * g[None, :]
+
+
+def delta_r_ex(u, h_bar, h_plus, h_minus, *, eta: float):
+    """Exact change of r_EX after one GD step on the mini-batch (the mean).  -> (A,)."""
+    xp = namespace(u, h_bar)
+    return xp.mean(reward_change_matrix_ex(u, h_bar, h_plus, h_minus, eta=eta), axis=-1)

@@ -74,7 +74,7 @@ def tilted_conditionals(log_pi_ref: np.ndarray, correct: np.ndarray, seqs: np.nd
         group_prev = group_next // V
         mass_next = np.full(V ** (k + 1), -np.inf)
         np.logaddexp.at(mass_next, group_next, log_w)
-        mass_prev = np.full(V ** k if k else 1, -np.inf)
+        mass_prev = np.full(V ** k, -np.inf)
         np.logaddexp.at(mass_prev, group_prev, log_w)
         out[:, k] = mass_next[group_next] - mass_prev[group_prev]
     return out
