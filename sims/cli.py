@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -102,3 +103,25 @@ def run_cli(main_body, argv=None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def simulation_main(name: str, config_cls, run, description: str, argv=None, draw=None) -> int:
+    """The command line of a simulation: parse and validate the config, pick a fresh results
+    folder, run (which prints the predictions beside the measurements), write results.json
+    (deterministic) and run.json (wall times, and whatever run() returns under "_run"), draw
+    the figure. Exit code 0 when no check failed, 1 when one did, 2 for bad input."""
+    def body(argv):
+        config, out, force = parse(config_cls, description.strip().splitlines()[0], argv)
+        folder = run_folder(name, out, force)
+        print(f"config: {dataclasses.asdict(config)}")
+        t0 = time.perf_counter()
+        results = run(config)
+        extra = results.pop("_run", {})
+        write_json(folder / "results.json", results)
+        if draw is not None:
+            draw(results, folder / name)
+        write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0, **extra,
+                                         "argv": list(sys.argv[1:] if argv is None else argv)})
+        print(f"results: {folder / 'results.json'}" + (f"  figure: {folder / name}.png" if draw else ""))
+        return 0 if all(c["passed"] is not False for c in results["checks"]) else 1
+    return run_cli(body, argv)

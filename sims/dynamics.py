@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +30,7 @@ from sims import cli
 from sims.cli import field, positive
 from theory import oracle
 from theory.dynamics import delta_r_ex, delta_r_im, next_token_log_probs, pooled, rho
-from theory.sequences import Seqs, full, pack
+from theory.sequences import full, pack
 from theory.tolerance import eps
 
 
@@ -93,7 +92,6 @@ def paraphrase(config: Config) -> dict:
     rng = np.random.default_rng(config.seed + 1)
     L, D = config.length, config.dim
     n_meanings = 2 * L + 2
-    V = 2 * n_meanings
     M = np.linalg.qr(rng.standard_normal((D, D)))[0][:, :n_meanings].T if D >= n_meanings \
         else rng.standard_normal((n_meanings, D)) / np.sqrt(D)                      # meaning vectors
     U = torch.as_tensor(np.repeat(M, 2, axis=0))                      # rows 2j, 2j+1 = m_j
@@ -149,19 +147,8 @@ def run(config: Config, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    def body(argv):
-        config, out, force = cli.parse(Config, __doc__.splitlines()[0], argv)
-        folder = cli.run_folder("dynamics", out, force)
-        print(f"config: {dataclasses.asdict(config)}")
-        t0 = time.perf_counter()
-        results = run(config)
-        cli.write_json(folder / "results.json", results)
-        from figures.dynamics import draw
-        draw(results, folder / "dynamics")
-        cli.write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0})
-        print(f"results: {folder / 'results.json'}  figure: {folder / 'dynamics.png'}")
-        return 0 if all(c["passed"] for c in results["checks"]) else 1
-    return cli.run_cli(body, argv)
+    from figures.dynamics import draw  # figures depend on sims: import at call time
+    return cli.simulation_main("dynamics", Config, run, __doc__, argv, draw)
 
 
 if __name__ == "__main__":

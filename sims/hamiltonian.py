@@ -222,27 +222,16 @@ def run(config: Config, log=print) -> dict:
     checks.append({"claim": "...yet the IM-RM's policy rarely generates a Hamiltonian cycle (paper: none in its samples)",
                    "predicted": "pi_theta(C|x) small", "measured": im["generation"],
                    "passed": None})   # reported, not judged: the paper gives no threshold
+    for c in checks:
+        tag = {True: "PASS", False: "FAIL", None: "INFO"}[c["passed"]]
+        log(f"  [{tag}] {c['claim']}: predicted {c['predicted']}, measured {c['measured']}")
     return {"config": dataclasses.asdict(config), "reference_nll": ref_loss, "history": history,
             "final": final, "checks": checks}
 
 
 def main(argv=None) -> int:
-    def body(argv):
-        config, out, force = cli.parse(Config, __doc__.splitlines()[0], argv)
-        folder = cli.run_folder("hamiltonian", out, force)
-        print(f"config: {dataclasses.asdict(config)}")
-        t0 = time.perf_counter()
-        results = run(config)
-        for c in results["checks"]:
-            tag = {True: "PASS", False: "FAIL", None: "INFO"}[c["passed"]]
-            print(f"  [{tag}] {c['claim']}: predicted {c['predicted']}, measured {c['measured']}")
-        cli.write_json(folder / "results.json", results)
-        from figures.hamiltonian import draw
-        draw(results, folder / "hamiltonian")
-        cli.write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0})
-        print(f"results: {folder / 'results.json'}  figure: {folder / 'hamiltonian.png'}")
-        return 0 if all(c["passed"] is not False for c in results["checks"]) else 1
-    return cli.run_cli(body, argv)
+    from figures.hamiltonian import draw  # figures depend on sims: import at call time
+    return cli.simulation_main("hamiltonian", Config, run, __doc__, argv, draw)
 
 
 if __name__ == "__main__":

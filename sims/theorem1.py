@@ -87,15 +87,7 @@ def run(config: Config, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    def body(argv):
-        config, out, force = cli.parse(Config, __doc__.splitlines()[0], argv)
-        folder = cli.run_folder("theorem1", out, force)
-        print(f"config: {dataclasses.asdict(config)}")
-        results = run(config)
-        cli.write_json(folder / "results.json", results)
-        print(f"results: {folder / 'results.json'}")
-        return 0 if all(c["passed"] for c in results["checks"]) else 1
-    return cli.run_cli(body, argv)
+    return cli.simulation_main("theorem1", Config, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -165,13 +164,15 @@ def run(config: Config, log=print) -> dict:
     train = data["train"]
     xp = namespace(U_ref)
     z = train["h_plus"] - train["h_minus"]                          # (S, n, D)
-    S, D = z.shape[0], z.shape[-1]
+    S = z.shape[0]
 
     # u* for each seed (the EX-RM's limit direction) and what it predicts on each split.
     try:
         mm = [max_margin(zs) for zs in to_numpy(z).astype(np.float64)]
     except NotSeparableError as exc:
         raise UsageError(f"EX-RM condition of Theorem 2 fails: {exc}") from None
+    except SolverError as exc:
+        raise UsageError(f"cannot compute u*: {exc}") from None
     u_star = np.stack([r.u for r in mm])                           # (S, D)
     u_star_acc = {s: _metrics(*_ex_margins(asarray_like(u_star, z), data[s]))["accuracy"]
                   for s in splits_used}
@@ -262,7 +263,7 @@ def run(config: Config, log=print) -> dict:
     }
     results["checks"] = checks(results, u_star_acc, u, u_star, data, config)
     log_table(results, log)
-    results["_train_seconds"] = train_seconds
+    results["_run"] = {"train_seconds": train_seconds}
     return results
 
 
@@ -325,21 +326,8 @@ def log_table(results, log):
 
 
 def main(argv=None) -> int:
-    def body(argv):
-        config, out, force = cli.parse(Config, __doc__.splitlines()[0], argv)
-        folder = cli.run_folder("theorem2", out, force)
-        print(f"config: {dataclasses.asdict(config)}")
-        t0 = time.perf_counter()
-        results = run(config)
-        train_seconds = results.pop("_train_seconds")
-        cli.write_json(folder / "results.json", results)
-        from figures.theorem2 import draw
-        draw(results, folder / "theorem2")
-        cli.write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0,
-                                             "train_seconds": train_seconds, "argv": sys.argv[1:]})
-        print(f"results: {folder / 'results.json'}  figure: {folder / 'theorem2.png'}")
-        return 0 if all(c["passed"] for c in results["checks"]) else 1
-    return cli.run_cli(body, argv)
+    from figures.theorem2 import draw  # figures depend on sims: import at call time
+    return cli.simulation_main("theorem2", Config, run, __doc__, argv, draw)
 
 
 if __name__ == "__main__":

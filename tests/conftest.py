@@ -6,7 +6,6 @@ the same examples; "thorough" explores (RMGAP_HYPOTHESIS_PROFILE=thorough pytest
 import os
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, settings
 

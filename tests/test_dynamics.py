@@ -9,7 +9,7 @@ from theory import oracle
 from theory.backend import to_numpy
 from theory.dynamics import (delta_r_ex, delta_r_im, kernel_cost, next_token_log_probs, pooled,
                              reward_change_matrix_ex, reward_change_matrix_im, reward_kernel, rho)
-from theory.sequences import Seqs, pack
+from theory.sequences import pack
 from theory.tolerance import default_rtol
 
 

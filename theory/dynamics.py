@@ -61,7 +61,7 @@ def rho_pairs(pi_bar, y_bar, pi, v):
     pi_bar (A, K, V), y_bar (A, K), pi (N, L, V), v (N, L)  ->  (A, N, K, L).
     """
     xp = namespace(pi_bar, pi)
-    (A, K, V), (N, L) = pi_bar.shape, v.shape
+    (A, K, _), (N, L) = pi_bar.shape, v.shape
     eq = xp.astype(y_bar[:, None, :, None] == v[None, :, None, :], pi_bar.dtype)
     bar_at_v = xp.reshape(xp.take(pi_bar, xp.reshape(v, (N * L,)), axis=-1), (A, K, N, L))
     at_ybar = xp.reshape(xp.take(pi, xp.reshape(y_bar, (A * K,)), axis=-1), (N, L, A, K))
