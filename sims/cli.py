@@ -53,8 +53,6 @@ def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            if "None" in str(f.type):  # optional path-like fields
-                kind = str
             p.add_argument(flag, type=kind, default=f.default, help=help_, metavar=f.name.upper())
     p.add_argument("--out", type=str, default=None,
                    help="results folder (default: a new folder under runs/)")
