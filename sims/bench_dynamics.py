@@ -14,7 +14,7 @@ are medians over --repeats runs after one warm-up run.
 """
 from __future__ import annotations
 
-import argparse
+import argparse  # noqa: F401  (argparse.SUPPRESS)
 import json
 import resource
 import statistics
@@ -79,7 +79,13 @@ def worker(method: str, V: int, D: int, K: int, repeats: int, device: str) -> di
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from sims import cli
+    return cli.run_cli(_main, argv)
+
+
+def _main(argv) -> int:
+    from sims import cli
+    ap = cli.Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="llama3")
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
@@ -87,8 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", choices=["closed_form", "oracle", "logits"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.tokens <= 0 or args.repeats <= 0:
-        print("error: --tokens and --repeats must be > 0", file=sys.stderr)
-        return 2
+        raise cli.UsageError("--tokens and --repeats must be > 0")
     V, D = SIZES[args.size]
     if args.worker:
         print(json.dumps(worker(args.worker, V, D, args.tokens, args.repeats, args.device)))

@@ -11,12 +11,12 @@ both end at the same parameters.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
+from sims import cli
 from sims.representations import synthetic
 from sims.theorem2 import Config
 from sims.training import train_ex_rm, train_im_rm
@@ -67,13 +67,16 @@ def naive_autograd(data, config, steps):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run_cli(_main, argv)
+
+
+def _main(argv) -> int:
+    ap = cli.Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
     if args.steps <= 0 or args.repeats <= 0:
-        print("error: --steps and --repeats must be > 0")
-        return 2
+        raise cli.UsageError("--steps and --repeats must be > 0")
     config = Config()
     data = problem(config)
     S = config.n_seeds

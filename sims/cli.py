@@ -39,13 +39,13 @@ def validate(config) -> None:
         post()
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message):  # one clear line instead of usage + message
         raise UsageError(f"{message} (see --help)")
 
 
 def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
-    p = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
