@@ -8,7 +8,7 @@ from theory.backend import to_numpy
 from theory.gradients import (ex_rm_grad, im_rm_log_prob_grad, im_rm_single_token_grad,
                               im_rm_single_token_margins, bt_weights, token_difference)
 from theory.rewards import bt_loss, ex_rm_reward, im_rm_reward
-from theory.tolerance import assert_close
+from theory.tolerance import assert_close, tie_tolerance
 
 sizes = dict(n=st.integers(1, 6), V=st.integers(2, 10), D=st.integers(1, 8), seed=st.integers(0, 2**16))
 
@@ -32,17 +32,22 @@ def test_im_rm_single_token_grad_matches_autograd(backend, n, V, D, seed, ref, b
     Ut = torch.tensor(U, requires_grad=True)
     Ur = torch.tensor(U_ref) if ref else None
     h = torch.tensor(hx)[:, None, :]
-    rp = im_rm_reward(Ut, h, torch.tensor(yp)[:, None], beta=beta, U_ref=Ur)
-    rm = im_rm_reward(Ut, h, torch.tensor(ym)[:, None], beta=beta, U_ref=Ur)
+    rp, sp = im_rm_reward(Ut, h, torch.tensor(yp)[:, None], beta=beta, U_ref=Ur, with_scale=True)
+    rm, sm = im_rm_reward(Ut, h, torch.tensor(ym)[:, None], beta=beta, U_ref=Ur, with_scale=True)
     bt_loss(rp, rm).backward()
 
     Ub, hb = convert(backend, U), convert(backend, hx)
     E = token_difference(convert(backend, yp), convert(backend, ym), V, hb)
     m_ref = im_rm_single_token_margins(convert(backend, U_ref), hb, E, beta=beta) if ref else None
     m = im_rm_single_token_margins(Ub, hb, E, beta=beta, margins_ref=m_ref)
-    assert_close(m, (rp - rm).detach().numpy())
+    # the autograd side subtracts log-probabilities of size `scale`: judge rounding on that
+    assert_close(m, (rp - rm).detach().numpy(), atol=float(tie_tolerance(torch.float64, (sp + sm).max())))
     got = im_rm_single_token_grad(hb, E, bt_weights(m), beta=beta)
-    assert_close(got, Ut.grad.numpy())
+    # autograd sums per-pair terms g_i beta/n (e_y - pi) h_i that cancel (exactly so when
+    # y+ = y-): judge rounding on their size, not on the possibly much smaller result
+    g = to_numpy(bt_weights(m))
+    terms = beta / n * np.max(g) * 4 * np.abs(hx).max()
+    assert_close(got, Ut.grad.numpy(), atol=64 * np.finfo(float).eps * terms)
 
 
 @given(**sizes, L=st.integers(1, 5))
@@ -59,7 +64,9 @@ def test_log_prob_grad_matches_autograd(backend, n, V, D, seed, L):
         want.append(g.numpy())
     got = im_rm_log_prob_grad(convert(backend, U), convert(backend, h), convert(backend, y),
                               mask=convert(backend, mask))
-    assert_close(got, np.stack(want))
+    # entries are sums of (1[v = y_k] - pi_k(v)) h_k: with nearly one-hot pi both sides cancel
+    # O(|h|) terms, so rounding is judged on sum_k |h_k| (entrywise bound on the terms)
+    assert_close(got, np.stack(want), atol=64 * np.finfo(float).eps * np.abs(h).sum(axis=1).max())
 
 
 def test_unseen_rows_get_exactly_zero_gradient(backend):

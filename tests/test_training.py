@@ -23,7 +23,10 @@ def test_dual_im_rm_equals_primal_gd(backend, n, V, D, S, steps, lr, beta, rule,
         m = im_rm_single_token_margins(U, hx, E, beta=beta, margins_ref=m_ref)
         U = U - (lr / beta**2) * im_rm_single_token_grad(hx, E, step_weights(m, rule), beta=beta)
     got = train_im_rm(U_ref, hx, E, beta=beta, lr=lr, steps=steps, rule=rule)
-    assert_close(got, U, rtol=1e-9)  # different summation order over up to 30 steps
+    # The two orders of summation round differently, and loss-normalised steps (size ~ 1/L)
+    # amplify that over the steps: up to 1.7e-9 relative was seen in the thorough profile.
+    # A wrong step would differ at O(1).
+    assert_close(got, U, rtol=1e-7)
 
 
 @given(n=st.integers(1, 12), D=st.integers(1, 6), steps=st.integers(1, 30), lr=st.floats(1e-3, 3.0),
