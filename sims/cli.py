@@ -113,7 +113,12 @@ def simulation_main(name: str, config_cls, run, description: str, argv=None, dra
         folder = run_folder(name, out, force)
         print(f"config: {dataclasses.asdict(config)}")
         t0 = time.perf_counter()
-        results = run(config)
+        try:
+            results = run(config)
+        except UsageError:
+            if not any(folder.iterdir()):  # a failed run leaves no empty folder behind
+                folder.rmdir()
+            raise
         extra = results.pop("_run", {})
         write_json(folder / "results.json", results)
         if draw is not None:

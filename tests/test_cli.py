@@ -89,9 +89,10 @@ def test_bad_flags_one_line_exit_2(tmp_path, capsys, argv, needle):
 
 
 def test_divergence_names_the_step(tmp_path, capsys):
-    code, _ = run(tmp_path, "--lr", "1e308", "--step-rule", "constant")
+    code, out = run(tmp_path, "--lr", "1e308", "--step-rule", "constant")
     err = capsys.readouterr().err
     assert code == 2 and "diverged at step" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()   # no empty results folder left behind
 
 
 def test_meaning_not_encoded_ex_rm_fails_too(tmp_path):
