@@ -1,19 +1,146 @@
-"""python -m figures [name ...]: rebuild the paper figures (all of them by default)."""
+"""Rebuild the paper's figures and the measured numbers of README.md and paper_checks.md.
+
+    python -m figures                 rerun every canonical run whose results are missing or
+                                      stale, redraw every figure from results/, render the
+                                      numbers into README.md and paper_checks.md
+    python -m figures theorem2 ...    redraw only these figures from their results (seconds)
+    python -m figures --status        list the canonical runs: fresh, stale (and why) or missing
+    python -m figures --rerun NAME    rerun these canonical runs even if fresh, then redraw/render
+    python -m figures --no-runs       redraw and render from the results as they are
+
+Canonical runs (RUNS below) are the commands whose results the README and the ledger quote;
+their results.json, run.json and arrays.npz live in results/NAME/ and are committed. A run is
+stale when its command line or the code it runs (sims.provenance.code_hash: the sim's module
+and every repository module it imports) has changed since its results were written.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from figures import dynamics, hamiltonian, theorem2
+from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, theorem2
 
-FIGURES = {"theorem2": theorem2.make, "dynamics": dynamics.make, "hamiltonian": hamiltonian.make}
+
+@dataclass(frozen=True)
+class Run:
+    module: str
+    argv: tuple = ()
+    fast: bool = False        # rerun by the test suite and compared with the committed results
+
+
+RUNS = {
+    "theorem2": Run("sims.theorem2", ("--unseen-tokens",), fast=True),
+    "theorem2_no_meaning": Run("sims.theorem2", ("--unseen-tokens", "--meaning-strength", "0")),
+    "theorem2_ties_zero": Run("sims.theorem2", ("--unseen-tokens", "--ties", "zero")),
+    "dynamics": Run("sims.dynamics", fast=True),
+    "theorem1": Run("sims.theorem1", fast=True),
+    "hamiltonian": Run("sims.hamiltonian"),
+    "hamiltonian_1000": Run("sims.hamiltonian", ("--n-train", "1000", "--epochs", "40")),
+    "bench_gd": Run("sims.bench_gd"),
+}
+
+# figure name -> (canonical run it is drawn from, drawer)
+DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynamics.draw),
+         "hamiltonian": ("hamiltonian", hamiltonian.draw)}
+
+
+def command(name: str) -> str:
+    r = RUNS[name]
+    return " ".join(["python", "-m", r.module, *r.argv])
+
+
+def status(name: str) -> str:
+    """'fresh', 'missing', or 'stale: <why>'."""
+    from sims.provenance import code_hash
+    run_json = RESULTS / name / "run.json"
+    if not (RESULTS / name / "results.json").is_file() or not run_json.is_file():
+        return "missing"
+    meta = json.loads(run_json.read_text())
+    if meta.get("argv") != list(RUNS[name].argv):
+        return f"stale: made by {meta.get('argv')}, the canonical command is {list(RUNS[name].argv)}"
+    if meta.get("code_hash") != code_hash(RUNS[name].module):
+        return "stale: the code it runs has changed"
+    return "fresh"
+
+
+def rerun(name: str) -> None:
+    """Run a canonical command into a scratch folder; keep its results, run.json and arrays."""
+    r = RUNS[name]
+    main = importlib.import_module(r.module).main
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/out"
+        t0 = time.perf_counter()
+        code = main([*r.argv, "--out", out])
+        if code not in (0, 1):
+            raise SystemExit(f"error: `{command(name)}` failed with exit code {code}")
+        dest = RESULTS / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("results.json", "run.json", "arrays.npz"):
+            (dest / f).unlink(missing_ok=True)
+            if (Path(out) / f).exists():
+                shutil.copyfile(Path(out) / f, dest / f)
+        meta = json.loads((dest / "run.json").read_text())
+        meta["argv"] = list(r.argv)        # the canonical command, without the scratch --out
+        (dest / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        print(f"{name}: reran `{command(name)}` in {time.perf_counter() - t0:.1f} s"
+              + ("  (a check FAILED: see its results)" if code == 1 else ""))
+
+
+def draw(name: str) -> None:
+    run, fn = DRAWN[name]
+    path = RESULTS / run / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path.relative_to(ROOT)} is missing: run `python -m figures` to make it")
+    fn(json.loads(path.read_text()), FIGURES / name)
+    print(f"{name}: figures/{name}.png, .pdf drawn from results/{run}/results.json")
+
+
+def render() -> None:
+    for doc in ledger.DOCUMENTS:
+        text = doc.read_text()
+        new = ledger.render(text)
+        if new != text:
+            doc.write_text(new)
+        print(f"{doc.name}: {len(ledger.markers(new))} numbers rendered from results/")
 
 
 def main(argv=None) -> int:
-    names = (argv if argv is not None else sys.argv[1:]) or list(FIGURES)
-    unknown = [n for n in names if n not in FIGURES]
-    if unknown:
-        print(f"error: unknown figure {unknown[0]!r}; choose from {', '.join(FIGURES)}", file=sys.stderr)
+    p = argparse.ArgumentParser(prog="python -m figures", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("figures", nargs="*", metavar="FIGURE",
+                   help=f"redraw only these figures from their results: {', '.join(DRAWN)}")
+    p.add_argument("--status", action="store_true", help="list the canonical runs and whether they are fresh")
+    p.add_argument("--rerun", nargs="+", metavar="NAME", default=[], help=f"rerun these: {', '.join(RUNS)}")
+    p.add_argument("--no-runs", action="store_true", help="never rerun; redraw and render only")
+    p.error = lambda message: (print(f"error: {message} (see --help)", file=sys.stderr), sys.exit(2))
+    args = p.parse_args(argv)
+    bad = [n for n in args.figures if n not in DRAWN] + [n for n in args.rerun if n not in RUNS]
+    if bad:
+        print(f"error: unknown name {bad[0]!r}; figures: {', '.join(DRAWN)}; runs: {', '.join(RUNS)}",
+              file=sys.stderr)
         return 2
-    for name in names:
-        print(f"{name}: {FIGURES[name]()}")
+    if args.status:
+        for name in RUNS:
+            print(f"{name:22} {status(name):12}  {command(name)}")
+        return 0
+    if args.figures:
+        for name in args.figures:
+            draw(name)
+        return 0
+    if not args.no_runs:
+        for name in RUNS:
+            if name in args.rerun or status(name) != "fresh":
+                rerun(name)
+    for name in DRAWN:
+        draw(name)
+    render()
     return 0
 
 

@@ -5,13 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from figures import FIGURES, save
+from figures import pyplot, save
 
 
 def draw(results: dict, stem: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     eta = results["config"]["eta"]
@@ -40,9 +38,3 @@ def draw(results: dict, stem: Path) -> None:
     save(fig, Path(stem))
     plt.close(fig)
 
-
-def make() -> Path:
-    """Rebuild figures/dynamics.{png,pdf} from the default seeded run."""
-    from sims.dynamics import Config, run
-    draw(run(Config(), log=lambda *_: None), FIGURES / "dynamics")
-    return FIGURES / "dynamics.png"

@@ -5,13 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from figures import FIGURES, save
+from figures import pyplot, save
 
 
 def draw(results: dict, stem: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     h = results["history"]
     x = [e.get("epoch", 0.0) for e in h]
@@ -38,9 +36,3 @@ def draw(results: dict, stem: Path) -> None:
     save(fig, Path(stem))
     plt.close(fig)
 
-
-def make() -> Path:
-    """Rebuild figures/hamiltonian.{png,pdf} from the default seeded run (a few minutes)."""
-    from sims.hamiltonian import Config, run
-    draw(run(Config(), log=lambda *_: None), FIGURES / "hamiltonian")
-    return FIGURES / "hamiltonian.png"

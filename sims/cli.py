@@ -1,7 +1,15 @@
 """Command lines generated from frozen config dataclasses, and the run-folder rules.
 
 A field's `metadata["help"]` is its flag's help; `metadata["check"]` a (predicate, message)
-pair validated before the run. Misuse prints one line `error: ...` and exits with code 2.
+pair validated before the run. Exit codes: 0 every check passed; 1 a check failed (the run
+still writes its results); 2 a usage error (one line `error: ...`); 3 a numerical or solver
+failure that is not the user's fault (one line `error: ...`).
+
+A run writes results.json (deterministic: the same seed gives the same bytes), arrays.npz
+(vectors a user may reuse, e.g. u*), run.json (wall times, argv, the hash of the code that
+ran) and its figure. sims never import figures: the figure's drawer is found through the
+`rmgap.figures` entry-point group (pyproject.toml), so dependencies point figures -> sims only
+while a run still leaves its figure beside its results.
 """
 from __future__ import annotations
 
@@ -16,6 +24,13 @@ from pathlib import Path
 
 class UsageError(ValueError):
     """Bad user input: printed as one line, exit code 2."""
+
+
+class RunError(RuntimeError):
+    """A numerical or solver failure that is not the user's fault: one line, exit code 3."""
+
+
+EXIT = {"passed": 0, "check_failed": 1, "usage": 2, "run_error": 3}
 
 
 def field(default, help: str, check=None, message: str = ""):
@@ -44,8 +59,18 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring verbatim as the description; each flag's one default appended
+    (flags whose default is None say in their help what happens instead)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
-    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description, formatter_class=HelpFormatter)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
@@ -55,7 +80,7 @@ def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
             p.add_argument(flag, type=kind, default=f.default, help=help_, metavar=f.name.upper())
     p.add_argument("--out", type=str, default=None,
-                   help="results folder (default: a new folder under runs/)")
+                   help="results folder (default: a new folder runs/<name>-<time>)")
     p.add_argument("--force", action="store_true", help="allow writing into an existing --out")
     return p
 
@@ -95,36 +120,68 @@ def write_json(path: Path, obj) -> None:
 
 
 def run_cli(main_body, argv=None) -> int:
-    """Call main_body(argv); turn UsageError into one line and exit code 2."""
+    """Call main_body(argv); a UsageError is one line and exit code 2, a RunError exit code 3."""
     try:
         return main_body(argv) or 0
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT["usage"]
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT["run_error"]
 
 
-def simulation_main(name: str, config_cls, run, description: str, argv=None, draw=None) -> int:
+def drawer(name: str):
+    """The figure function registered for `name` in the `rmgap.figures` entry points, or None."""
+    from importlib.metadata import entry_points
+    for ep in entry_points(group="rmgap.figures"):
+        if ep.name == name:
+            return ep.load()
+    return None
+
+
+def write_results(folder: Path, results: dict) -> None:
+    """results.json, and arrays.npz from results["_arrays"] (popped) when there are any."""
+    import numpy as np
+    arrays = results.pop("_arrays", None)
+    write_json(folder / "results.json", results)
+    if arrays:
+        np.savez(folder / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def exit_code(results: dict) -> int:
+    """0 when no check failed, 1 when one did (checks with passed None only inform)."""
+    return EXIT["check_failed"] if any(c["passed"] is False for c in results.get("checks", [])) else EXIT["passed"]
+
+
+def simulation_main(name: str, config_cls, run, description: str, argv=None, module: str | None = None) -> int:
     """The command line of a simulation: parse and validate the config, pick a fresh results
-    folder, run (which prints the predictions beside the measurements), write results.json
-    (deterministic) and run.json (wall times, and whatever run() returns under "_run"), draw
-    the figure. Exit code 0 when no check failed, 1 when one did, 2 for bad input."""
+    folder, run (which prints the predictions beside the measurements), write results.json,
+    arrays.npz and run.json, draw the figure. Exit code 0 when no check failed, 1 when one
+    did, 2 for bad input, 3 for a numerical or solver failure."""
+    from sims.provenance import code_hash
+    module = module or f"sims.{name}"
+
     def body(argv):
-        config, out, force = parse(config_cls, description.strip().splitlines()[0], argv)
+        config, out, force = parse(config_cls, description, argv)
         folder = run_folder(name, out, force)
         print(f"config: {dataclasses.asdict(config)}")
         t0 = time.perf_counter()
         try:
             results = run(config)
-        except UsageError:
+        except (UsageError, RunError):
             if not any(folder.iterdir()):  # a failed run leaves no empty folder behind
                 folder.rmdir()
             raise
         extra = results.pop("_run", {})
-        write_json(folder / "results.json", results)
+        write_results(folder, results)
+        draw = drawer(name)
         if draw is not None:
             draw(results, folder / name)
         write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0, **extra,
+                                         "module": module, "code_hash": code_hash(module),
                                          "argv": list(sys.argv[1:] if argv is None else argv)})
-        print(f"results: {folder / 'results.json'}" + (f"  figure: {folder / name}.png" if draw else ""))
-        return 0 if all(c["passed"] is not False for c in results["checks"]) else 1
+        figure = f"  figure: {folder / name}.png" if draw else ""
+        print(f"results: {folder / 'results.json'}" + figure)
+        return exit_code(results)
     return run_cli(body, argv)

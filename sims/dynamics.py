@@ -147,8 +147,7 @@ def run(config: Config, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    from figures.dynamics import draw  # figures depend on sims: import at call time
-    return cli.simulation_main("dynamics", Config, run, __doc__, argv, draw)
+    return cli.simulation_main("dynamics", Config, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from sims import cli
 from sims.cli import UsageError, field, positive
 from sims.graphs import all_orders, is_hamiltonian_cycle, planted_graphs, random_non_cycles
 from sims.tiny_lm import TinyLM
-from theory.rewards import accuracy, bt_loss
+from theory.rewards import TIES, accuracy, bt_loss, implicit_reward
+from theory.theorem1 import generation_bound
 
 EXACT_MAX_N = 8
 
@@ -59,6 +60,8 @@ class Config:
     beta: float = field(0.1, "IM-RM beta", lambda v: v > 0 and math.isfinite(v), "must be > 0")
     samples: int = field(200, "samples per test graph when n > 8", positive, "must be > 0")
     checkpoints: int = field(2, "evaluations per epoch", positive, "must be > 0")
+    ties: str = field("half", "how a tie counts in accuracy: half (the paper's code) or zero (TRL, RewardBench, "
+                      "OpenRLHF)", lambda v: v in TIES, "must be half or zero")
 
     def validate(self):
         if self.d_model % self.heads:
@@ -97,34 +100,34 @@ class Evaluator:
             self.cycles = _t(P[o_idx])
             with torch.no_grad():
                 self.ref_lp_cycles = ref.log_prob(adj[self.g_idx], self.cycles)
-            self.ref_mass = self._per_graph_mass(self.ref_lp_cycles)
+            self.ref_log_mass = self._per_graph_log_mass(self.ref_lp_cycles)
         with torch.no_grad():
             self.ref_lp = (ref.log_prob(adj, chosen), ref.log_prob(adj, rejected))
 
-    def _per_graph_mass(self, lp):
+    def _per_graph_log_mass(self, lp):
+        """ln pi(C|x) per test graph from the log-probabilities of its Hamiltonian cycles."""
         out = torch.full((self.adj.shape[0],), -math.inf, dtype=lp.dtype)
         for g in range(self.adj.shape[0]):          # logsumexp per graph (a few rows each)
             sel = lp[torch.as_tensor(self.g_idx == g)]
             if sel.numel():
                 out[g] = torch.logsumexp(sel, 0)
-        return out.exp()
+        return out
 
     @torch.no_grad()
     def im_rm(self, model) -> dict:
         beta = self.config.beta
         lp = (model.log_prob(self.adj, self.chosen), model.log_prob(self.adj, self.rejected))
-        r_p, r_m = beta * (lp[0] - self.ref_lp[0]), beta * (lp[1] - self.ref_lp[1])
-        scale = beta * sum(a.abs() + b.abs() for a, b in zip(lp, self.ref_lp))
-        acc, ties = accuracy(r_p - r_m, scale)
+        (r_p, s_p), (r_m, s_m) = (implicit_reward(a, b, beta=beta, with_scale=True) for a, b in zip(lp, self.ref_lp))
+        acc, ties = accuracy(r_p - r_m, s_p + s_m, self.config.ties)
         out = {"accuracy": float(acc), "tie_fraction": float(ties), "mean_margin": float((r_p - r_m).mean())}
         if self.exact:
             lp_c = model.log_prob(self.adj[self.g_idx], self.cycles)
-            mass = self._per_graph_mass(lp_c)
-            r_c = beta * (lp_c - self.ref_lp_cycles)
+            mass = self._per_graph_log_mass(lp_c).exp()
+            r_c = implicit_reward(lp_c, self.ref_lp_cycles, beta=beta)
             max_r = torch.full((self.adj.shape[0],), -math.inf, dtype=r_c.dtype)
             max_r = max_r.scatter_reduce(0, torch.as_tensor(self.g_idx), r_c, reduce="amax")
-            bound = self.ref_mass * torch.exp(max_r / beta)
-            out.update(generation=float(mass.mean()), generation_ref=float(self.ref_mass.mean()),
+            bound = generation_bound(self.ref_log_mass, max_r, beta=beta)
+            out.update(generation=float(mass.mean()), generation_ref=float(self.ref_log_mass.exp().mean()),
                        theorem1_bound=float(bound.mean()),
                        bound_holds=bool(torch.all(mass <= bound * (1 + 1e-9))), method="exact enumeration")
         else:
@@ -144,8 +147,8 @@ class Evaluator:
 
     @torch.no_grad()
     def ex_rm(self, model) -> dict:
-        r_p, r_m = model.ex_reward(self.adj, self.chosen), model.ex_reward(self.adj, self.rejected)
-        acc, ties = accuracy(r_p - r_m, r_p.abs() + r_m.abs())
+        (r_p, s_p), (r_m, s_m) = (model.ex_reward(self.adj, y, with_scale=True) for y in (self.chosen, self.rejected))
+        acc, ties = accuracy(r_p - r_m, s_p + s_m, self.config.ties)
         return {"accuracy": float(acc), "tie_fraction": float(ties), "mean_margin": float((r_p - r_m).mean())}
 
 
@@ -168,8 +171,8 @@ def train_reward_models(ref, data, ev: Evaluator, config, gen, log):
         for b in range(per_epoch):
             idx = perm[b * config.batch:(b + 1) * config.batch]
             a, c, r = adj[idx], chosen[idx], rejected[idx]
-            loss_im = bt_loss(config.beta * (im.log_prob(a, c) - ref_lp[0][idx]),
-                              config.beta * (im.log_prob(a, r) - ref_lp[1][idx]))
+            loss_im = bt_loss(implicit_reward(im.log_prob(a, c), ref_lp[0][idx], beta=config.beta),
+                              implicit_reward(im.log_prob(a, r), ref_lp[1][idx], beta=config.beta))
             loss_ex = bt_loss(ex.ex_reward(a, c), ex.ex_reward(a, r))
             for opt, loss in ((opt_im, loss_im), (opt_ex, loss_ex)):
                 opt.zero_grad()
@@ -230,8 +233,7 @@ def run(config: Config, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    from figures.hamiltonian import draw  # figures depend on sims: import at call time
-    return cli.simulation_main("hamiltonian", Config, run, __doc__, argv, draw)
+    return cli.simulation_main("hamiltonian", Config, run, __doc__, argv)
 
 
 if __name__ == "__main__":

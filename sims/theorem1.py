@@ -17,8 +17,9 @@ import numpy as np
 
 from sims import cli
 from sims.cli import UsageError, field, positive
-from theory.theorem1 import (all_sequences, closed_form_correct_mass, correct_mass, im_rm_rewards,
-                             sequence_log_probs, tilt, tilted_conditionals)
+from theory.rewards import implicit_reward
+from theory.theorem1 import (all_sequences, closed_form_correct_mass, correct_mass, generation_bound,
+                             log_correct_mass, sequence_log_probs, tilt, tilted_conditionals)
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,14 @@ def run(config: Config, log=print) -> dict:
     correct = np.zeros(len(seqs), bool)
     correct[np.argsort(log_ref)[: config.n_correct]] = True
     log_pi = tilt(log_ref, correct, delta=config.delta, beta=config.beta)
-    r = im_rm_rewards(log_pi, log_ref, beta=config.beta)
+    r = implicit_reward(log_pi, log_ref, beta=config.beta)
     margins = r[correct][:, None] - r[~correct][None, :]
     p_ref, p = correct_mass(log_ref, correct), correct_mass(log_pi, correct)
     bound = math.exp(config.delta / config.beta) * p_ref
-    cond_err = float(np.max(np.abs(tilted_conditionals(log_ref, correct, seqs, V, delta=config.delta,
+    cond_err = float(np.max(np.abs(tilted_conditionals(log_ref, correct, V, delta=config.delta,
                                                        beta=config.beta).sum(1) - log_pi)))
+    # the bound for any policy, pi_ref(C) exp(max_C r / beta), is attained by the tilted pi
+    policy_bound = generation_bound(float(log_correct_mass(log_ref, correct)), float(r[correct].max()), beta=config.beta)
     checks = [
         {"claim": "every correct response beats every incorrect one by exactly delta (min, max margin)",
          "predicted": config.delta, "measured": [float(margins.min()), float(margins.max())],
@@ -74,6 +77,8 @@ def run(config: Config, log=print) -> dict:
         {"claim": "pi(C|x) equals e^{d/b} p / (1 + (e^{d/b} - 1) p)", "predicted": closed_form_correct_mass(
             p_ref, delta=config.delta, beta=config.beta), "measured": p,
          "passed": math.isclose(p, closed_form_correct_mass(p_ref, delta=config.delta, beta=config.beta), rel_tol=1e-9)},
+        {"claim": "pi(C|x) <= pi_ref(C|x) exp(max_{y in C} r(y)/beta) (any policy; equality for the tilted one)",
+         "predicted": policy_bound, "measured": p, "passed": p <= policy_bound * (1 + 1e-12)},
         {"claim": "the tilted pi is autoregressive: its conditionals multiply to pi(y) (max |log error|)",
          "predicted": 0.0, "measured": cond_err, "passed": cond_err <= 1e-9},
     ]
@@ -82,8 +87,11 @@ def run(config: Config, log=print) -> dict:
         f"(pi(C)/bound = {p / bound:.6f})")
     for c in checks:
         log(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['claim']}: predicted {c['predicted']}, measured {c['measured']}")
-    return {"config": dataclasses.asdict(config), "pi_ref_correct": p_ref, "pi_correct": p, "bound": bound,
-            "checks": checks}
+    return {"config": dataclasses.asdict(config), "responses": len(seqs), "pi_ref_correct": p_ref, "pi_correct": p,
+            "bound": bound, "ratio_to_bound": p / bound, "policy_bound": policy_bound,
+            "margin_min": float(margins.min()), "margin_max": float(margins.max()),
+            "margin_max_error": float(np.max(np.abs(margins - config.delta))),
+            "conditionals_max_log_error": cond_err, "checks": checks}
 
 
 def main(argv=None) -> int:

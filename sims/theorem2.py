@@ -26,8 +26,8 @@ from sims.training import STEP_RULES, DivergenceError, check_finite, train_ex_rm
 from theory.backend import asarray_like, namespace, to_numpy
 from theory.tolerance import tie_tolerance
 from theory.gradients import token_difference
-from theory.max_margin import NotSeparableError, SolverError, max_margin
-from theory.rewards import accuracy, ex_rm_reward, ex_rm_reward_scale, im_rm_reward, normalised_margin
+from theory.max_margin import NotSeparableError, SolverError, direction_gap, max_margin
+from theory.rewards import NORMALISED_MARGIN_CONVENTION, TIES, accuracy, ex_rm_reward, ex_rm_reward_scale, im_rm_reward, normalised_margin
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class Config:
                            lambda v: v in STEP_RULES, f"must be one of {', '.join(STEP_RULES)}")
     direction_tol: float = field(1e-3, "PASS threshold for 1 - cos(u_T, u*)", positive, "must be > 0")
     checkpoints: int = field(40, "log-spaced evaluation steps", positive, "must be > 0")
+    ties: str = field("half", "how a tie counts in accuracy: half (the paper's code) or zero (TRL, RewardBench, "
+                      "OpenRLHF)", lambda v: v in TIES, "must be half or zero")
     representations: str = field("", "an .npz of hidden representations (format: sims/representations.py); "
                                  "replaces the synthetic model")
     backend: str = field("torch", "array backend: torch or numpy",
@@ -121,8 +123,8 @@ def _ex_margins(u, pairs):
     return r_p, r_m, ex_rm_reward_scale(u, pairs["h_plus"]) + ex_rm_reward_scale(u, pairs["h_minus"])
 
 
-def _metrics(r_p, r_m, scale):
-    acc, ties = accuracy(r_p - r_m, scale)
+def _metrics(r_p, r_m, scale, ties_count: str = "half"):
+    acc, ties = accuracy(r_p - r_m, scale, ties_count)
     return {"accuracy": to_numpy(acc), "tie_fraction": to_numpy(ties),
             "mean_margin": to_numpy(namespace(r_p).mean(r_p - r_m, axis=-1)),
             "normalised_margin": to_numpy(normalised_margin(r_p, r_m))}
@@ -136,11 +138,8 @@ def _summary(per_seed: dict) -> dict:
 
 
 def _cos_gap(u, u_star):
-    """1 - cos(u, u*) per seed.  u (S, D) any backend, u_star (S, D) NumPy."""
-    u = to_numpy(u).astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverged run is reported elsewhere
-        cos = np.sum(u * u_star, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(u_star, axis=-1) + 1e-300)
-    return 1.0 - cos
+    """1 - cos(u, u*) per seed, in float64 (theory.max_margin.direction_gap).  u (S, D) any backend."""
+    return direction_gap(to_numpy(u).astype(np.float64), u_star)
 
 
 def run(config: Config, log=print) -> dict:
@@ -172,9 +171,9 @@ def run(config: Config, log=print) -> dict:
     except NotSeparableError as exc:
         raise UsageError(f"EX-RM condition of Theorem 2 fails: {exc}") from None
     except SolverError as exc:
-        raise UsageError(f"cannot compute u*: {exc}") from None
+        raise cli.RunError(f"cannot compute u*: {exc}") from None
     u_star = np.stack([r.u for r in mm])                           # (S, D)
-    u_star_acc = {s: _metrics(*_ex_margins(asarray_like(u_star, z), data[s]))["accuracy"]
+    u_star_acc = {s: _metrics(*_ex_margins(asarray_like(u_star, z), data[s]), config.ties)["accuracy"]
                   for s in splits_used}
 
     marks = checkpoint_steps(config.steps, config.checkpoints)
@@ -190,7 +189,7 @@ def run(config: Config, log=print) -> dict:
         history["steps"].append(t)
         history["one_minus_cosine"].append(_cos_gap(u, u_star).tolist() if t else [1.0] * S)
         for s in splits_used:
-            metrics = finite_metrics(_metrics(*_ex_margins(u, data[s])), t, "EX-RM", s)
+            metrics = finite_metrics(_metrics(*_ex_margins(u, data[s]), config.ties), t, "EX-RM", s)
             history["ex_rm"][s].append(metrics["accuracy"].tolist())
 
     unseen_margins0 = {}
@@ -199,7 +198,7 @@ def run(config: Config, log=print) -> dict:
     def im_checkpoint(t, U):
         for s in splits_used:
             r_p, r_m, scale = _im_margins(U, U_ref, data[s], config.beta)
-            metrics = finite_metrics(_metrics(r_p, r_m, scale), t, "IM-RM", s)
+            metrics = finite_metrics(_metrics(r_p, r_m, scale, config.ties), t, "IM-RM", s)
             history["im_rm"][s].append(metrics["accuracy"].tolist())
             if s == "unseen_tokens":
                 margin = to_numpy(r_p - r_m)
@@ -229,8 +228,8 @@ def run(config: Config, log=print) -> dict:
         if s not in splits_used:
             models["ex_rm"][s] = models["im_rm"][s] = None
             continue
-        models["ex_rm"][s] = _summary(_metrics(*_ex_margins(u, data[s])))
-        models["im_rm"][s] = _summary(_metrics(*_im_margins(U, U_ref, data[s], config.beta)))
+        models["ex_rm"][s] = _summary(_metrics(*_ex_margins(u, data[s]), config.ties))
+        models["im_rm"][s] = _summary(_metrics(*_im_margins(U, U_ref, data[s], config.beta), config.ties))
 
     gap = _cos_gap(u, u_star)
     unseen_rows = np.setdiff1d(np.arange(problem.vocab_size), problem.seen_tokens)
@@ -238,6 +237,11 @@ def run(config: Config, log=print) -> dict:
         if unseen_rows.size else 0.0
     results = {
         "config": dataclasses.asdict(config),
+        "sizes": {"draws": S, "dim": int(z.shape[-1]), "vocab_size": problem.vocab_size,
+                  "source": config.representations or "synthetic",
+                  "pairs": {s: int(data[s]["y_plus"].shape[-1]) for s in splits_used},
+                  "evaluated": splits_used},
+        "conventions": {"ties": config.ties, "normalised_margin": NORMALISED_MARGIN_CONVENTION},
         "models": models,
         "max_margin": {
             "train_accuracy": float(np.mean(u_star_acc["train"])),
@@ -247,6 +251,7 @@ def run(config: Config, log=print) -> dict:
             "per_seed_margin": [r.margin for r in mm],
             "support_vectors": [int(r.support.size) for r in mm],
             "certificate_max": {k: max(r.certificate[k] for r in mm) for k in mm[0].certificate},
+            "certificate_worst": max(max(r.certificate.values()) for r in mm),
         },
         "ex_rm_direction": {
             "steps": history["steps"],
@@ -264,6 +269,8 @@ def run(config: Config, log=print) -> dict:
     results["checks"] = checks(results, u_star_acc, u, u_star, data, config)
     log_table(results, log)
     results["_run"] = {"train_seconds": train_seconds}
+    results["_arrays"] = {"u_star": u_star, "alpha": np.stack([r.alpha for r in mm]),
+                          "u_final": to_numpy(u).astype(np.float64)}
     return results
 
 
@@ -278,34 +285,45 @@ def checks(results, u_star_acc, u, u_star, data, config) -> list[dict]:
     out.append({"claim": "EX-RM fits the training pairs (u* separates them)", "predicted": 1.0,
                 "measured": ex["train"]["accuracy"], "passed": ex["train"]["accuracy"] == 1.0})
     if not config.unseen_tokens:
-        return out
+        return out + [certificate_check(results)]
     # EX-RM ranks unseen pairs as u* does: exact except pairs that u*'s direction error cannot decide.
     pairs = data["unseen_tokens"]
     zu = to_numpy(pairs["h_plus"] - pairs["h_minus"]).astype(np.float64)
     delta = np.sqrt(2 * np.maximum(results["ex_rm_direction"]["final_per_seed"], 0))[:, None]
     unit = u_star / np.linalg.norm(u_star, axis=-1, keepdims=True)
-    undecided = float(np.mean(np.abs(np.einsum("snd,sd->sn", zu, unit)) <= delta * np.linalg.norm(zu, axis=-1)))
+    # pairs whose margin under u*'s direction is within u_T's angular error of zero
+    undecided = float(np.mean(np.abs(ex_rm_reward(unit, zu)) <= delta * np.linalg.norm(zu, axis=-1)))
     measured, predicted = ex["unseen_tokens"]["accuracy"], float(np.mean(u_star_acc["unseen_tokens"]))
     out.append({"claim": "EX-RM accuracy on unseen tokens equals u*'s",
                 "predicted": predicted, "measured": measured,
                 "passed": abs(measured - predicted) <= undecided + 1e-12})
     acc, ties = im["unseen_tokens"]["accuracy"], im["unseen_tokens"]["tie_fraction"]
-    out.append({"claim": "IM-RM accuracy on unseen tokens is exactly 1/2, every pair a tie",
-                "predicted": "accuracy 0.5, tie fraction 1.0", "measured": f"accuracy {acc:g}, tie fraction {ties:g}",
-                "passed": acc == 0.5 and ties == 1.0})
+    tie_value = TIES[config.ties]
+    out.append({"claim": f"IM-RM accuracy on unseen tokens is exactly {tie_value:g} (every pair a tie, ties count {config.ties})",
+                "predicted": f"accuracy {tie_value:g}, tie fraction 1.0", "measured": f"accuracy {acc:g}, tie fraction {ties:g}",
+                "passed": acc == tie_value and ties == 1.0})
     change, rows = results["im_rm_unseen_max_abs_margin_change"], results["im_rm_unseen_rows_max_abs_change"]
     out.append({"claim": "IM-RM margins of unseen pairs never move (max |change| over the checkpoints)",
                 "predicted": "0 (to rounding: within the tie tolerance)", "measured": change,
                 "passed": results["im_rm_unseen_margin_change_over_tie_tolerance"] <= 1.0})
     out.append({"claim": "IM-RM unembedding rows of unseen tokens never move (max |U_T - U_0|)",
                 "predicted": 0.0, "measured": rows, "passed": rows == 0.0})
-    return out
+    return out + [certificate_check(results)]
+
+
+def certificate_check(results) -> dict:
+    worst = results["max_margin"]["certificate_worst"]
+    return {"claim": "u* is certified: worst KKT residual or duality gap over seeds",
+            "predicted": "<= 1e-9", "measured": worst, "passed": worst <= 1e-9}
 
 
 def log_table(results, log):
-    cfg = results["config"]
-    log(f"Theorem 2 replay  (seeds {cfg['seed']}..{cfg['seed'] + cfg['n_seeds'] - 1}, D={cfg['dim']}, "
-        f"|V|={cfg['vocab_size']}, steps={cfg['steps']}, rule={cfg['step_rule']}, backend={cfg['backend']})")
+    cfg, sz = results["config"], results["sizes"]
+    what = (f"seeds {cfg['seed']}..{cfg['seed'] + cfg['n_seeds'] - 1}" if sz["source"] == "synthetic"
+            else f"representations {sz['source']} (1 draw)")
+    pairs = ", ".join(f"{k} {v}" for k, v in sz["pairs"].items())
+    log(f"Theorem 2 replay  ({what}, D={sz['dim']}, |V|={sz['vocab_size']}, pairs: {pairs}, "
+        f"steps={cfg['steps']}, rule={cfg['step_rule']}, backend={cfg['backend']}, ties count {cfg['ties']})")
     mm = results["max_margin"]
     predictions = {("ex_rm", "train"): "1 (u* separates)",
                    ("ex_rm", "seen_tokens"): f"u*: {mm['seen_tokens_accuracy']:.3f}",
@@ -326,8 +344,7 @@ def log_table(results, log):
 
 
 def main(argv=None) -> int:
-    from figures.theorem2 import draw  # figures depend on sims: import at call time
-    return cli.simulation_main("theorem2", Config, run, __doc__, argv, draw)
+    return cli.simulation_main("theorem2", Config, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from theory.rewards import ex_rm_reward, ex_rm_reward_scale
+
 
 def vocab(n: int) -> dict:
     """Token ids: vertices 0..n-1, then one per vertex pair, then PAD and SEP."""
@@ -62,9 +64,15 @@ class TinyLM(nn.Module):
         logp = torch.log_softmax(self.head(h), dim=-1)
         return logp.gather(-1, orders.long()[..., None])[..., 0].sum(-1)
 
-    def ex_reward(self, adj, orders) -> torch.Tensor:
-        """r_EX(x, y) = <u, h_{x,y}> on the hidden state after the last vertex.  -> (G,)."""
-        return self.value(self.hidden(encode(adj, orders))[:, -1])[:, 0]
+    def ex_reward(self, adj, orders, with_scale: bool = False):
+        """r_EX(x, y) = <u, h_{x,y}> + b on the hidden state after the last vertex.  -> (G,).
+
+        with_scale=True also returns sum_d |u_d h_d| + |b|, which decides ties (theory.tolerance).
+        """
+        h = self.hidden(encode(adj, orders))[:, -1]                    # (G, d_model)
+        u, b = self.value.weight[0], self.value.bias[0]
+        r = ex_rm_reward(u, h) + b
+        return (r, ex_rm_reward_scale(u, h) + b.abs()) if with_scale else r
 
     @torch.no_grad()
     def sample(self, adj, generator=None) -> torch.Tensor:

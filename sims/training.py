@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from theory.backend import namespace, softplus
 from theory.gradients import bt_weights, ex_rm_grad_from_weights
+from theory.rewards import ex_rm_reward
 
 STEP_RULES = ("normalized", "constant")
 
@@ -65,12 +66,11 @@ def train_ex_rm(u0, z, *, lr: float, steps: int, rule: str, checkpoints=(), on_c
 
     on_checkpoint(step, u) is called at step 0 and at each step in `checkpoints`.
     """
-    xp = namespace(u0, z)
     u, marks = u0, set(checkpoints)
     if on_checkpoint is not None:
         on_checkpoint(0, u)
     for t in range(1, steps + 1):
-        m = xp.matmul(z, u[..., None])[..., 0]                       # (S, n)
+        m = ex_rm_reward(u, z)                                       # (S, n) margins <u, z_i>
         check_finite(m, t, "EX-RM")
         u = u - lr * ex_rm_grad_from_weights(z, step_weights(m, rule))
         check_finite(u, t, "EX-RM", "the head u")

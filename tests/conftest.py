@@ -1,11 +1,10 @@
-"""Shared fixtures: backends, Hypothesis profiles.
+"""Shared configuration: the backend parametrisation, Hypothesis profiles (helpers: tests/helpers.py).
 
 Profiles (style point 6): "ci" (default) is derandomized and small, so every run checks
 the same examples; "thorough" explores (RMGAP_HYPOTHESIS_PROFILE=thorough pytest).
 """
 import os
 
-import numpy as np
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -17,16 +16,6 @@ settings.register_profile("thorough", max_examples=500, deadline=None,
 settings.load_profile(os.environ.get("RMGAP_HYPOTHESIS_PROFILE", "ci"))
 
 BACKENDS = ["numpy", "torch-cpu"] + (["torch-cuda"] if torch.cuda.is_available() else [])
-
-
-def convert(backend: str, a, dtype=None):
-    """A NumPy array in the named backend (floats in `dtype`, default float64)."""
-    a = np.asarray(a)
-    if a.dtype.kind == "f":
-        a = a.astype(dtype or np.float64)
-    if backend == "numpy":
-        return a
-    return torch.as_tensor(a, device="cuda" if backend == "torch-cuda" else "cpu")
 
 
 def pytest_generate_tests(metafunc):

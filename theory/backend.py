@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace, device, is_torch_array
 
-__all__ = ["namespace", "to_numpy", "device", "is_torch_array", "log_softmax", "sigmoid",
-           "softplus", "one_hot", "asarray_like"]
+__all__ = ["namespace", "to_numpy", "device", "is_torch_array", "log_softmax", "logsumexp",
+           "sigmoid", "softplus", "one_hot", "asarray_like"]
 
 
 def namespace(*arrays):
@@ -37,6 +37,15 @@ def log_softmax(logits, axis: int = -1):
     xp = namespace(logits)
     shifted = logits - xp.max(logits, axis=axis, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def logsumexp(x, axis: int = -1, keepdims: bool = False):
+    """ln sum exp(x) along `axis`, shifted by the max (a row of -inf gives -inf, not NaN)."""
+    xp = namespace(x)
+    top = xp.max(x, axis=axis, keepdims=True)
+    top = xp.where(xp.isfinite(top), top, xp.zeros_like(top))
+    out = xp.log(xp.sum(xp.exp(x - top), axis=axis, keepdims=True)) + top
+    return out if keepdims else xp.squeeze(out, axis=axis)
 
 
 def softplus(x):

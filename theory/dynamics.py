@@ -23,9 +23,9 @@ Both need the next-token distributions, the logits product of the positions invo
 """
 from __future__ import annotations
 
-from theory.backend import log_softmax, namespace, one_hot
-from theory.gradients import bt_weights
-from theory.rewards import unembed
+from theory.backend import asarray_like, log_softmax, namespace, one_hot
+from theory.gradients import bt_weights, log_prob_grad_from_probs
+from theory.rewards import ex_rm_reward, unembed
 from theory.sequences import Seqs
 
 ROUTES = ("auto", "rho", "gradient")
@@ -107,10 +107,8 @@ def reward_kernel(pi_bar, eval_seqs: Seqs, pi, train_seqs: Seqs, route: str = "a
 
 
 def sequence_log_prob_grads(pi, seqs: Seqs):
-    """grad_U ln pi(y|x) = sum_k (e_{y_k} - pi_k) h_k^T per sequence.  pi (N, L, V) -> (N, V, D)."""
-    xp = namespace(pi)
-    resid = (one_hot(seqs.y, pi.shape[-1], pi) - pi) * xp.astype(seqs.mask, pi.dtype)[..., None]
-    return xp.matmul(xp.matrix_transpose(resid), seqs.h)
+    """grad_U ln pi(y|x) per sequence (theory.gradients).  pi (N, L, V) -> (N, V, D)."""
+    return log_prob_grad_from_probs(pi, seqs.h, seqs.y, seqs.mask)
 
 
 def _sequence_log_probs(logp, seqs: Seqs):
@@ -121,27 +119,46 @@ def _sequence_log_probs(logp, seqs: Seqs):
 
 
 def im_rm_bt_weights(logp_plus, logp_minus, plus: Seqs, minus: Seqs, *, beta: float,
-                     U_ref=None):
-    """g_i = sigmoid(r(x_i,y-_i) - r(x_i,y+_i)) from the current log-probabilities."""
+                     U_ref=None, ref_margins=None):
+    """g_i = sigmoid(r(x_i,y-_i) - r(x_i,y+_i)) from the current log-probabilities.
+
+    The reference enters Eq. 5 only here, through g. Give it as `ref_margins` (B,):
+    ln pi_ref(y+_i|x_i) - ln pi_ref(y-_i|x_i), computed by the reference model itself (its own
+    body and head: the general case). `U_ref` (V, D) instead applies a reference head to the
+    policy's hidden states: exact only when policy and reference share one frozen body
+    (Assumption 1); for a real reference model with its own body it is wrong.
+    """
+    xp = namespace(logp_plus)
     m = beta * (_sequence_log_probs(logp_plus, plus) - _sequence_log_probs(logp_minus, minus))
-    if U_ref is not None:
+    if U_ref is not None and ref_margins is not None:
+        raise ValueError("give the reference as U_ref or as ref_margins, not both")
+    if ref_margins is not None:
+        ref_margins = asarray_like(ref_margins, m)
+        if tuple(ref_margins.shape) != tuple(m.shape):
+            raise ValueError(f"ref_margins must have shape {tuple(m.shape)} (one per training "
+                             f"pair), got {tuple(ref_margins.shape)}")
+        m = m - beta * ref_margins
+    elif U_ref is not None:
         ref_plus, ref_minus = next_token_log_probs(U_ref, plus, minus)
         m = m - beta * (_sequence_log_probs(ref_plus, plus) - _sequence_log_probs(ref_minus, minus))
     return bt_weights(m)
 
 
 def reward_change_matrix_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta: float,
-                            eta: float, U_ref=None, route: str = "auto"):
+                            eta: float, U_ref=None, ref_margins=None, route: str = "auto"):
     """Eq. 5 per training example: entry (a, i) is the first-order change of r_IM on
     evaluation sequence a after one GD step on example i alone,
     eta beta^2 g_i [Theta(ybar_a, y+_i) - Theta(ybar_a, y-_i)].  -> (A, B).
 
     U (V, D); eval_seqs (A, K): positions of ybar given xbar; plus / minus (B, L): positions
-    of y+_i / y-_i given x_i. U_ref=None: the no-reference variant (pi_ref = 1).
+    of y+_i / y-_i given x_i. The reference: `ref_margins` (B,) = ln pi_ref(y+_i|x_i) -
+    ln pi_ref(y-_i|x_i) from the reference model itself, or `U_ref` (exact only for a body
+    shared with the policy; see im_rm_bt_weights); neither: the no-reference variant.
     """
     xp = namespace(U)
     logp_bar, logp_plus, logp_minus = next_token_log_probs(U, eval_seqs, plus, minus)
-    g = im_rm_bt_weights(logp_plus, logp_minus, plus, minus, beta=beta, U_ref=U_ref)   # (B,)
+    g = im_rm_bt_weights(logp_plus, logp_minus, plus, minus, beta=beta, U_ref=U_ref,
+                          ref_margins=ref_margins)                                   # (B,)
     pi_bar = xp.exp(logp_bar)
     theta = (reward_kernel(pi_bar, eval_seqs, xp.exp(logp_plus), plus, route)
              - reward_kernel(pi_bar, eval_seqs, xp.exp(logp_minus), minus, route))       # (A, B)
@@ -149,11 +166,12 @@ def reward_change_matrix_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta
 
 
 def delta_r_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta: float, eta: float,
-               U_ref=None, route: str = "auto"):
+               U_ref=None, ref_margins=None, route: str = "auto"):
     """Eq. 5 for a mini-batch step (the mean over its examples).  -> (A,)."""
     xp = namespace(U)
     return xp.mean(reward_change_matrix_im(U, eval_seqs, plus, minus, beta=beta, eta=eta,
-                                           U_ref=U_ref, route=route), axis=-1)
+                                           U_ref=U_ref, ref_margins=ref_margins,
+                                           route=route), axis=-1)
 
 
 def pooled(h, mask, how: str = "last"):
@@ -175,7 +193,7 @@ def reward_change_matrix_ex(u, h_bar, h_plus, h_minus, *, eta: float):
     EX-RM representations (see `pooled`)  ->  (A, B)."""
     xp = namespace(u, h_bar)
     z = h_plus - h_minus                                              # (B, D)
-    g = bt_weights(xp.matmul(z, u[:, None])[:, 0])                     # (B,)
+    g = bt_weights(ex_rm_reward(u, z))                                # (B,)
     return eta * xp.matmul(h_bar, xp.matrix_transpose(z)) * g[None, :]
 
 

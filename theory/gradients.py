@@ -15,7 +15,7 @@ tokens that occur in no training pair get an exactly-zero gradient (Theorem 2).
 from __future__ import annotations
 
 from theory.backend import log_softmax, namespace, one_hot, sigmoid
-from theory.rewards import unembed
+from theory.rewards import ex_rm_reward, unembed
 
 
 def bt_weights(margins):
@@ -25,8 +25,7 @@ def bt_weights(margins):
 
 def ex_rm_grad(u, z):
     """grad_u L for EX-RM.  u (*B, D), z (*B, n, D) = h+ - h-  ->  (*B, D)."""
-    xp = namespace(u, z)
-    return ex_rm_grad_from_weights(z, bt_weights(xp.matmul(z, u[..., None])[..., 0]))
+    return ex_rm_grad_from_weights(z, bt_weights(ex_rm_reward(u, z)))
 
 
 def ex_rm_grad_from_weights(z, g):
@@ -60,15 +59,19 @@ def im_rm_single_token_grad(h_x, E, g, *, beta: float):
     return -(beta / h_x.shape[-2]) * xp.matmul(xp.matrix_transpose(E), g[..., None] * h_x)
 
 
-def im_rm_log_prob_grad(U, h, y, mask=None):
-    """grad_U ln pi(y|x) = sum_k (e_{y_k} - pi(.|x,y<k)) h_{x,y<k}^T for every sequence.
-
-    U (V, D), h (n, L, D), y (n, L), mask (n, L)  ->  (n, V, D).  Materialises one |V| x D
-    gradient per sequence: the reference computation for multi-token responses.
-    """
-    xp = namespace(U, h)
-    V = U.shape[-2]
-    resid = one_hot(y, V, h) - xp.exp(log_softmax(unembed(U, h), axis=-1))   # (n, L, V)
+def log_prob_grad_from_probs(pi, h, y, mask=None):
+    """grad_U ln pi(y|x) = sum_k (e_{y_k} - pi(.|x,y<k)) h_{x,y<k}^T, from the next-token
+    distributions pi (n, L, V) at the sequence's positions.  h (n, L, D), y (n, L), mask (n, L)
+    -> (n, V, D). Materialises one |V| x D gradient per sequence (the reference computation
+    for multi-token responses, and the "gradient" route of the Eq. 5 kernel)."""
+    xp = namespace(pi, h)
+    resid = one_hot(y, pi.shape[-1], pi) - pi                       # (n, L, V)
     if mask is not None:
-        resid = resid * xp.astype(mask, h.dtype)[..., None]
+        resid = resid * xp.astype(mask, pi.dtype)[..., None]
     return xp.matmul(xp.matrix_transpose(resid), h)                # (n, V, D)
+
+
+def im_rm_log_prob_grad(U, h, y, mask=None):
+    """grad_U ln pi(y|x) for the LM with unembedding U (V, D) on hidden states h (n, L, D)."""
+    xp = namespace(U, h)
+    return log_prob_grad_from_probs(xp.exp(log_softmax(unembed(U, h), axis=-1)), h, y, mask)

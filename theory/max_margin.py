@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.backend import to_numpy
+from theory.backend import asarray_like, namespace, to_numpy
 
 
 class NotSeparableError(ValueError):
@@ -142,3 +142,15 @@ def max_margin(Z, *, feasibility_tol: float = 1e-7, initial_working_set: int = 1
     support = np.flatnonzero((Z @ u <= 1.0 + 1e-6) & (alpha > 0))
     return MaxMarginResult(u=u, alpha=alpha, margin=float(1.0 / np.linalg.norm(u)),
                            support=support, certificate=certificate(Z, u, alpha))
+
+
+def direction_gap(u, u_star):
+    """1 - cos(u, u*): how far the EX-RM head points from the max-margin direction (Theorem 2:
+    -> 0 under GD). u, u_star (*B, D), any backend (u_star is converted to u's)  ->  (*B,).
+    A zero u (no direction yet, e.g. u(0) = 0) gives 1."""
+    xp = namespace(u)
+    u_star = asarray_like(u_star, u)
+    norms = xp.linalg.vector_norm(u, axis=-1) * xp.linalg.vector_norm(u_star, axis=-1)
+    dot = xp.sum(u * u_star, axis=-1)
+    safe = xp.where(norms > 0, norms, xp.ones_like(norms))
+    return 1.0 - xp.where(norms > 0, dot / safe, xp.zeros_like(dot))

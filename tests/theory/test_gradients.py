@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from hypothesis import given, strategies as st
 
-from tests.conftest import convert
+from tests.helpers import convert
 from theory.backend import to_numpy
 from theory.gradients import (ex_rm_grad, im_rm_log_prob_grad, im_rm_single_token_grad,
                               im_rm_single_token_margins, bt_weights, token_difference)

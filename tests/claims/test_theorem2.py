@@ -2,7 +2,7 @@
 import numpy as np
 from hypothesis import assume, given, strategies as st
 
-from tests.conftest import convert
+from tests.helpers import convert
 from sims.representations import synthetic
 from sims.training import train_ex_rm, train_im_rm
 from theory.backend import to_numpy

@@ -2,7 +2,7 @@
 import numpy as np
 from hypothesis import given, strategies as st
 
-from tests.conftest import convert
+from tests.helpers import convert
 from sims.training import step_weights, train_ex_rm, train_im_rm
 from theory.gradients import (bt_weights, ex_rm_grad, im_rm_single_token_grad,
                               im_rm_single_token_margins, token_difference)

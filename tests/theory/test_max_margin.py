@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 from scipy.optimize import linprog, minimize
 
-from tests.conftest import convert
+from tests.helpers import convert
 from theory.max_margin import NotSeparableError, max_margin
 
 

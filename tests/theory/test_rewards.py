@@ -4,10 +4,10 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from tests.conftest import convert
+from tests.helpers import convert
 from theory.backend import to_numpy
-from theory.rewards import (accuracy, bt_loss, ex_rm_reward, im_rm_reward, normalised_margin,
-                            token_log_probs)
+from theory.rewards import (accuracy, bt_loss, ex_rm_reward, im_rm_reward, implicit_reward,
+                            normalised_margin, token_log_probs)
 from theory.tolerance import assert_close, tie_tolerance
 
 
@@ -70,11 +70,36 @@ def test_tie_tolerance_follows_dtype():
     assert tie_tolerance(torch.float64, 2.0) == pytest.approx(2 * tie_tolerance(np.float64, 1.0))
 
 
-def test_normalised_margin_matches_formula(backend):
+def test_normalised_margin_follows_the_official_code(backend):
+    """rm_exps/eval/reward_model_evaluator.py: mean |r+ - r-| / (torch's default std + 1e-8);
+    torch.std is the unbiased one (ddof = 1), over the 2N rewards together."""
     rng = np.random.default_rng(2)
     rp, rm = rng.standard_normal(10), rng.standard_normal(10)
-    want = np.mean(np.abs(rp - rm)) / (np.std(np.concatenate([rp, rm])) + 1e-8)
-    assert_close(normalised_margin(convert(backend, rp), convert(backend, rm)), np.asarray(want))
+    t = torch.cat([torch.as_tensor(rp), torch.as_tensor(rm)])
+    want = (torch.as_tensor(rp) - torch.as_tensor(rm)).abs().mean() / (t.std() + 1e-8)
+    got = normalised_margin(convert(backend, rp), convert(backend, rm))
+    assert_close(got, want.numpy())
+    # ddof = 0 would differ by sqrt(2N / (2N - 1)) = 1.026 here: far outside the tolerance
+    population = np.mean(np.abs(rp - rm)) / (np.std(np.concatenate([rp, rm])) + 1e-8)
+    assert abs(float(got) - population) > 1e-3
+
+
+def test_ties_count_half_or_zero(backend):
+    margins = convert(backend, [1.0, -1.0, 0.0, 0.0])
+    scale = convert(backend, np.ones(4))
+    assert float(accuracy(margins, scale)[0]) == pytest.approx(2 / 4)          # 1 + 0 + 1/2 + 1/2
+    assert float(accuracy(margins, scale, "zero")[0]) == pytest.approx(1 / 4)  # TRL, RewardBench
+    with pytest.raises(ValueError, match="ties must be"):
+        accuracy(margins, scale, "third")
+
+
+def test_implicit_reward_is_beta_log_ratio(backend):
+    rng = np.random.default_rng(4)
+    lp, lp_ref = -rng.random(6) * 5, -rng.random(6) * 5
+    r, scale = implicit_reward(convert(backend, lp), convert(backend, lp_ref), beta=0.3, with_scale=True)
+    assert_close(r, 0.3 * np.log(np.exp(lp) / np.exp(lp_ref)))
+    assert_close(scale, 0.3 * (np.abs(lp) + np.abs(lp_ref)))
+    assert_close(implicit_reward(convert(backend, lp), beta=0.3), 0.3 * lp)     # no reference
 
 
 def test_backends_agree():

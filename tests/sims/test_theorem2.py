@@ -29,7 +29,7 @@ def test_default_run_small(tmp_path, capsys):
     assert r["models"]["ex_rm"]["unseen_tokens"]["accuracy"] == r["max_margin"]["unseen_tokens_accuracy"] == 1.0
     assert r["ex_rm_direction"]["one_minus_cosine"][-1] <= 1e-3
     assert r["im_rm_unseen_max_abs_margin_change"] < 1e-12
-    assert all(c["passed"] for c in r["checks"]) and len(r["checks"]) == 6
+    assert all(c["passed"] for c in r["checks"]) and len(r["checks"]) == 7
     assert (out / "theorem2.png").stat().st_size > 0 and (out / "theorem2.pdf").exists()
     text = capsys.readouterr().out
     assert "PASS" in text and "FAIL" not in text and "config:" in text

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from tests.conftest import convert
+from tests.helpers import convert
 from theory import oracle
 from theory.backend import to_numpy
 from theory.dynamics import (delta_r_ex, delta_r_im, kernel_cost, next_token_log_probs, pooled,
@@ -116,9 +116,16 @@ def test_change_matrix_columns_are_single_example_steps():
         np.testing.assert_allclose(M[:, i], delta_r_im(U, s(bar), one(plus), one(minus), beta=0.5, eta=0.1,
                                                        U_ref=U_ref), rtol=1e-12)
     np.testing.assert_allclose(M.mean(1), delta_r_im(U, s(bar), s(plus), s(minus), beta=0.5, eta=0.1, U_ref=U_ref))
-    h = rng.standard_normal((4, 4))
-    Mex = reward_change_matrix_ex(rng.standard_normal(4), h, rng.standard_normal((2, 4)), rng.standard_normal((2, 4)), eta=0.3)
-    assert Mex.shape == (4, 2)
+
+    # EX-RM: column i is the exact change after a real GD step on example i alone (autograd)
+    u, h = rng.standard_normal(4), rng.standard_normal((5, 4))
+    hp, hm = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    Mex = reward_change_matrix_ex(u, h, hp, hm, eta=0.3)
+    T = torch.as_tensor
+    for i in range(3):
+        want = oracle.delta_r_ex_actual(T(u), T(h), T(hp[i:i + 1]), T(hm[i:i + 1]), eta=0.3).numpy()
+        np.testing.assert_allclose(Mex[:, i], want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(Mex.mean(1), delta_r_ex(u, h, hp, hm, eta=0.3), rtol=1e-12)
 
 
 def test_pooling_last_and_mean():
@@ -205,3 +212,40 @@ def test_llm_sized_eq5_float32(V, D, device):
     got = delta_r_im(U, bar, plus, minus, beta=0.1, eta=1.0, U_ref=U_ref)
     want, scale = oracle.delta_r_im_tangent(U, bar, plus, minus, beta=0.1, eta=1.0, U_ref=U_ref, with_scale=True)
     assert float((got - want).abs().max()) <= default_rtol(np.float32) * scale
+
+
+@given(**{k: v for k, v in problems.items() if k != "ref"}, route=st.sampled_from(["rho", "gradient"]))
+def test_reference_with_its_own_body_enters_as_ref_margins(V, D, A, B, K, L, overlap, peak, seed, route):
+    """A real reference model has its own body: its hidden states differ from the policy's.
+    Given as its own log-probability margins, Eq. 5 equals the autograd tangent of the DPO loss
+    whose reference terms are constants (the reference's own states are drawn apart from the
+    policy's, so a reference head on the policy's states would give another g)."""
+    from theory.rewards import bt_loss, im_rm_reward
+    rng = np.random.default_rng(seed)
+    U, _, bar, plus, minus = draw_problem(rng, V=V, D=D, A=A, B=B, K=K, L=L, overlap=overlap, peak=peak, ref=False)
+    U_ref = rng.standard_normal((V, D)) / np.sqrt(D)
+    other_body = lambda parts: ([h + rng.standard_normal(h.shape) for h in parts[0]], parts[1])
+    ref_plus, ref_minus = other_body(plus), other_body(minus)          # the reference's own states
+    T = lambda parts: as_seqs("torch-cpu", parts)
+    beta, eta = 0.7, 0.1
+    lp = lambda M, s: im_rm_reward(M, s.h, s.y, beta=1.0, mask=s.mask)   # sum_k ln pi(y_k|.)
+    Ur = torch.as_tensor(U_ref)
+    ref_margins = lp(Ur, T(ref_plus)) - lp(Ur, T(ref_minus))              # (B,)
+    got = delta_r_im(torch.as_tensor(U), T(bar), T(plus), T(minus), beta=beta, eta=eta,
+                     ref_margins=ref_margins, route=route)
+    Ut = torch.as_tensor(U).requires_grad_(True)
+    loss = bt_loss(beta * (lp(Ut, T(plus)) - lp(Ur, T(ref_plus))), beta * (lp(Ut, T(minus)) - lp(Ur, T(ref_minus))))
+    (grad_L,) = torch.autograd.grad(loss, Ut)
+    want, norms = [], []
+    for a in range(A):
+        (grad_r,) = torch.autograd.grad(beta * lp(Ut, T(([bar[0][a]], [bar[1][a]]))).sum(), Ut)
+        want.append(-eta * torch.sum(grad_r * grad_L))
+        norms.append(float(torch.linalg.vector_norm(grad_r)))
+    scale = eta * max(norms) * float(torch.linalg.vector_norm(grad_L))
+    np.testing.assert_allclose(to_numpy(got), to_numpy(torch.stack(want)), rtol=0, atol=1e-10 * max(scale, 1e-300) + 1e-300)
+    with pytest.raises(ValueError, match="not both"):
+        delta_r_im(torch.as_tensor(U), T(bar), T(plus), T(minus), beta=beta, eta=eta, U_ref=Ur,
+                   ref_margins=ref_margins)
+    with pytest.raises(ValueError, match="one per training"):
+        delta_r_im(torch.as_tensor(U), T(bar), T(plus), T(minus), beta=beta, eta=eta,
+                   ref_margins=ref_margins[:0])

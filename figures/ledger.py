@@ -1,0 +1,88 @@
+"""Numbers in README.md and paper_checks.md, rendered from results files.
+
+A measured number is written inline between two markers:
+
+    <!--=NAME:path.to.value:FMT-->0.500<!--/-->
+
+NAME is a canonical run (results/NAME/results.json); a path that starts with `run.json:` reads
+results/NAME/run.json (wall times). The path indexes dicts by key and lists by position
+(`checks.2.measured`); FMT is a Python format spec (`.3f`, `.2e`, `,.0f`), or `status`
+(PASS / FAIL / INFO for a check's `passed`), or empty (str()). `render` rewrites the text
+between the markers; `drift` lists the markers whose text differs from their results: a test
+fails on any, so no number a reader sees can disagree with the run it came from.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from figures import RESULTS, ROOT
+
+DOCUMENTS = (ROOT / "README.md", ROOT / "paper_checks.md")
+MARKER = re.compile(r"<!--=(?P<name>[\w-]+):(?P<path>(?:run\.json:)?[^:>]+)(?::(?P<fmt>[^>]*))?-->"
+                    r"(?P<value>.*?)<!--/-->", re.S)
+
+
+class LedgerError(ValueError):
+    """A marker that names a missing run, file or key."""
+
+
+def _load(name: str, file: str, cache: dict):
+    key = (name, file)
+    if key not in cache:
+        path = RESULTS / name / file
+        if not path.is_file():
+            raise LedgerError(f"{path.relative_to(ROOT)} does not exist (run `python -m figures`)")
+        cache[key] = json.loads(path.read_text())
+    return cache[key]
+
+
+def lookup(name: str, path: str, cache: dict | None = None):
+    """The value a marker refers to."""
+    cache = {} if cache is None else cache
+    file, _, path = path.rpartition(":") if path.startswith("run.json:") else ("results.json", "", path)
+    value = _load(name, file, cache)
+    for part in path.split("."):
+        try:
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise LedgerError(f"results/{name}/{file} has no {path!r} (at {part!r})") from None
+    return value
+
+
+def fmt(value, spec: str | None) -> str:
+    if spec == "status":
+        return {True: "PASS", False: "FAIL", None: "INFO"}[value]
+    if not spec:
+        return str(value)
+    return format(value, spec)
+
+
+def markers(text: str):
+    """(match, rendered value) for every marker in text."""
+    cache: dict = {}
+    return [(m, fmt(lookup(m["name"], m["path"], cache), m["fmt"])) for m in MARKER.finditer(text)]
+
+
+def render(text: str) -> str:
+    """text with every marker's value replaced by the one its results give."""
+    cache: dict = {}
+
+    def sub(m):
+        value = fmt(lookup(m["name"], m["path"], cache), m["fmt"])
+        return m.group(0).replace(f"-->{m['value']}<!--/-->", f"-->{value}<!--/-->")
+    return MARKER.sub(sub, text)
+
+
+def drift(path: Path) -> list[str]:
+    """Markers of a document whose text disagrees with their results, one line each."""
+    out = []
+    for m, value in markers(path.read_text()):
+        if m["value"] != value:
+            out.append(f"{path.name}: {m['name']}:{m['path']} says {m['value']!r}, results give {value!r}")
+    return out
+
+
+def runs_cited(path: Path) -> set[str]:
+    return {m["name"] for m in MARKER.finditer(path.read_text())}
