@@ -3,7 +3,9 @@
 A field's `metadata["help"]` is its flag's help; `metadata["check"]` a (predicate, message)
 pair validated before the run. Exit codes: 0 every check passed; 1 a check failed (the run
 still writes its results); 2 a usage error (one line `error: ...`); 3 a numerical or solver
-failure that is not the user's fault (one line `error: ...`).
+failure that is not the user's fault (one line `error: ...`); 4 a bug in rmgap (one line);
+130 interrupted. Every input is checked by sims/inputs.py before anything is allocated, and
+the results folder is created only after the run succeeded.
 
 A run writes results.json (deterministic: the same seed gives the same bytes), arrays.npz
 (vectors a user may reuse, e.g. u*), run.json (wall times, argv, the hash of the code that
@@ -17,24 +19,23 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from sims import inputs
+from sims.inputs import RunError, UsageError  # noqa: F401  (re-exported: sims raise these)
 
-class UsageError(ValueError):
-    """Bad user input: printed as one line, exit code 2."""
-
-
-class RunError(RuntimeError):
-    """A numerical or solver failure that is not the user's fault: one line, exit code 3."""
-
-
-EXIT = {"passed": 0, "check_failed": 1, "usage": 2, "run_error": 3}
+EXIT = {"passed": 0, "check_failed": 1, "usage": 2, "run_error": 3, "internal": 4, "interrupted": 130}
 
 
 def field(default, help: str, check=None, message: str = ""):
-    """A config field with its help text and an optional validity check."""
+    """A config field with its help text and an optional validity check: `check` is a
+    predicate (with `message` saying what the value must be) or a (predicate, message) pair
+    from sims.inputs (POSITIVE, SEED, in_range(...), ...)."""
+    if isinstance(check, tuple):
+        check, message = check
     return dataclasses.field(default=default, metadata={"help": help, "check": (check, message)})
 
 
@@ -43,15 +44,24 @@ def positive(x):
 
 
 def validate(config) -> None:
-    """Raise UsageError naming the first flag whose value fails its check."""
+    """Raise UsageError naming the first flag whose value fails its check, then run the
+    config's own cross-flag `validate()` and refuse a run whose `memory_bytes()` estimate
+    exceeds the memory available."""
     for f in dataclasses.fields(config):
         check, message = f.metadata.get("check", (None, ""))
         value = getattr(config, f.name)
-        if check is not None and not check(value):
-            raise UsageError(f"--{f.name.replace('_', '-')} {message} (got {value!r})")
+        try:
+            ok = check is None or check(value)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise UsageError(f"{inputs.flag(f.name)} {message} (got {value!r})")
     post = getattr(config, "validate", None)
     if post is not None:
         post()
+    estimate = getattr(config, "memory_bytes", None)
+    if estimate is not None:
+        inputs.check_memory(estimate(), "this run", getattr(config, "device", "cpu"))
 
 
 class Parser(argparse.ArgumentParser):
@@ -86,32 +96,41 @@ def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
 
 
 def parse(config_cls, description: str, argv=None):
-    """(config, out, force) from the command line; validated, UsageError on bad values."""
+    """(config, out, force) from the command line, validated (UsageError on bad values). A
+    config with an `effective()` method is replaced by what it returns: the sizes actually
+    run (e.g. those of a representation file), so the printed and recorded config is true."""
     ns = vars(parser_for(config_cls, description).parse_args(argv))
     out, force = ns.pop("out"), ns.pop("force")
     config = config_cls(**ns)
     validate(config)
-    return config, out, force
+    effective = getattr(config, "effective", None)
+    return (effective() if effective else config), out, force
 
 
-def run_folder(name: str, out: str | None, force: bool) -> Path:
-    """The folder results go to. A given folder that already holds files is refused unless
-    `force`; the default is a new folder runs/<name>-<timestamp>[-k] that never exists yet."""
+def plan_folder(name: str, out: str | None, force: bool) -> Path:
+    """The folder results will go to, checked now and created only when the run has finished
+    (so a run that fails leaves nothing behind). A given folder that already holds files is
+    refused unless `force`; the default is a new folder runs/<name>-<timestamp>[-k]."""
+    inputs.check_out(out, force)
     if out is not None:
-        path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"--out {out} exists and is not a folder")
-        if path.is_dir() and any(path.iterdir()) and not force:
-            raise UsageError(f"--out {out} already holds results; pass --force to overwrite")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return Path(out)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{name}-{stamp}"
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    path.mkdir(parents=True)
+    inputs.check_out(str(base), False)
+    return base
+
+
+def make_folder(path: Path, given: bool) -> Path:
+    """Create the planned folder; the default one gets a -k suffix if it appeared meanwhile."""
+    if not given:
+        base, k = path, 1
+        while path.exists():
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+    try:
+        path.mkdir(parents=True, exist_ok=given)
+    except OSError as exc:
+        raise UsageError(f"{'--out ' if given else ''}{path}: cannot create the folder ({exc.strerror})") from None
     return path
 
 
@@ -120,7 +139,9 @@ def write_json(path: Path, obj) -> None:
 
 
 def run_cli(main_body, argv=None) -> int:
-    """Call main_body(argv); a UsageError is one line and exit code 2, a RunError exit code 3."""
+    """Call main_body(argv) and turn every failure into one line on stderr and an exit code:
+    UsageError 2, RunError 3, MemoryError 3, Ctrl-C 130; any other exception is a bug in
+    rmgap: one line, exit code 4 (RMGAP_TRACEBACK=1 shows the traceback)."""
     try:
         return main_body(argv) or 0
     except UsageError as exc:
@@ -129,6 +150,18 @@ def run_cli(main_body, argv=None) -> int:
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["run_error"]
+    except MemoryError:
+        print("error: out of memory during the run; choose smaller sizes", file=sys.stderr)
+        return EXIT["run_error"]
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT["interrupted"]
+    except Exception as exc:  # noqa: BLE001  (a bug: one line unless asked for the traceback)
+        if os.environ.get("RMGAP_TRACEBACK"):
+            raise
+        print(f"error: internal error, please report: {type(exc).__name__}: {exc} "
+              f"(RMGAP_TRACEBACK=1 shows the traceback)".replace("\n", " "), file=sys.stderr)
+        return EXIT["internal"]
 
 
 def drawer(name: str):
@@ -164,16 +197,13 @@ def simulation_main(name: str, config_cls, run, description: str, argv=None, mod
 
     def body(argv):
         config, out, force = parse(config_cls, description, argv)
-        folder = run_folder(name, out, force)
+        folder = plan_folder(name, out, force)
         print(f"config: {dataclasses.asdict(config)}")
         t0 = time.perf_counter()
-        try:
-            results = run(config)
-        except (UsageError, RunError):
-            if not any(folder.iterdir()):  # a failed run leaves no empty folder behind
-                folder.rmdir()
-            raise
+        results = run(config)
+        inputs.check_results_finite(results)
         extra = results.pop("_run", {})
+        folder = make_folder(folder, given=out is not None)
         write_results(folder, results)
         draw = drawer(name)
         if draw is not None:

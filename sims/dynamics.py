@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from sims import cli
-from sims.cli import field, positive
+from sims.cli import UsageError, field
+from sims.inputs import NONNEGATIVE_FINITE, POSITIVE, POSITIVE_FINITE, SEED_LIMIT, at_least, in_range
 from theory import oracle
 from theory.dynamics import delta_r_ex, delta_r_im, next_token_log_probs, pooled, rho
 from theory.sequences import full, pack
@@ -36,18 +37,34 @@ from theory.tolerance import eps
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = field(0, "random seed")
-    vocab_size: int = field(40, "vocabulary size |V| (part 1)", lambda v: v >= 2, "must be >= 2")
-    dim: int = field(16, "hidden dimension D", positive, "must be > 0")
-    length: int = field(5, "maximum response length (lengths vary in 1..length)", positive, "must be > 0")
-    batch: int = field(4, "training pairs in the mini-batch", positive, "must be > 0")
-    n_eval: int = field(200, "evaluation sequences (part 1)", positive, "must be > 0")
-    beta: float = field(0.5, "IM-RM beta", lambda v: v > 0 and math.isfinite(v), "must be > 0")
-    eta: float = field(0.05, "learning rate of the step", lambda v: v > 0 and math.isfinite(v), "must be > 0")
+    seed: int = field(0, "random seed", in_range(0, SEED_LIMIT - 2))
+    vocab_size: int = field(40, "vocabulary size |V| (part 1)", at_least(2))
+    dim: int = field(16, "hidden dimension D", POSITIVE)
+    length: int = field(5, "maximum response length (lengths vary in 1..length)", POSITIVE)
+    batch: int = field(4, "training pairs in the mini-batch", POSITIVE)
+    n_eval: int = field(200, "evaluation sequences (part 1)", POSITIVE)
+    beta: float = field(0.5, "IM-RM beta (beta^2 scales the step: outside [1e-8, 1e8] rounding or "
+                        "overflow swamps Eq. 5)", in_range(1e-8, 1e8))
+    eta: float = field(0.05, "learning rate of the step", POSITIVE_FINITE)
     synonym_noise: float = field(0.1, "part 2: distance between a token's and its synonym's hidden states",
-                                 lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
-    meaning_scale: float = field(4.0, "part 2: how peaked pi is on the right meaning",
-                                 lambda v: v > 0 and math.isfinite(v), "must be > 0")
+                                 NONNEGATIVE_FINITE)
+    meaning_scale: float = field(4.0, "part 2: how peaked pi is on the right meaning", POSITIVE_FINITE)
+
+    def validate(self):
+        size = max(self.meaning_scale, self.synonym_noise, 1.0)
+        if size * size * 4 * self.dim > float(np.finfo(np.float64).max):
+            raise UsageError(f"--meaning-scale/--synonym-noise {size:g}: inner products of the part-2 "
+                             f"hidden states overflow float64")
+
+    def memory_bytes(self) -> float:
+        """float64 bytes, roughly: hidden states and log-probabilities of every position
+        (evaluation and training, a few copies through autograd), U, U_ref and their
+        gradients (V x D), the per-sequence gradients of the gradient route (N x V x D, when
+        the kernel picks it), and part 2's D x D QR."""
+        positions = (self.n_eval + 2 * self.batch) * self.length
+        per_seq_grads = (self.n_eval + 2 * self.batch) * self.vocab_size * self.dim
+        return 8 * (4 * positions * (self.dim + self.vocab_size) + 8 * self.vocab_size * self.dim
+                    + min(per_seq_grads, positions * self.vocab_size * 4) + 2 * self.dim ** 2)
 
 
 def _rand_seqs(rng, n, L, D, V):

@@ -33,7 +33,8 @@ import torch
 from scipy import stats
 
 from sims import cli
-from sims.cli import UsageError, field, positive
+from sims.cli import UsageError, field
+from sims.inputs import POSITIVE, POSITIVE_FINITE, SEED, in_range, one_of
 from sims.graphs import all_orders, is_hamiltonian_cycle, planted_graphs, random_non_cycles
 from sims.tiny_lm import TinyLM
 from theory.rewards import TIES, accuracy, bt_loss, implicit_reward
@@ -44,28 +45,42 @@ EXACT_MAX_N = 8
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = field(0, "random seed (graphs, initialisation, batches)")
-    n: int = field(7, "vertices per graph (exact enumeration up to 8)", lambda v: 4 <= v <= 12, "must be in 4..12")
-    p: float = field(0.2, "probability of each edge beside the planted cycle", lambda v: 0 <= v < 1, "must be in [0, 1)")
-    n_train: int = field(5000, "training graphs (one preference pair each; the paper: 1000)", positive, "must be > 0")
-    n_test: int = field(200, "test graphs", positive, "must be > 0")
-    d_model: int = field(64, "transformer width", positive, "must be > 0")
-    layers: int = field(2, "transformer layers", positive, "must be > 0")
-    heads: int = field(4, "attention heads (must divide --d-model)", positive, "must be > 0")
-    ref_steps: int = field(600, "Adam steps fitting pi_ref to random vertex orders", positive, "must be > 0")
-    ref_lr: float = field(3e-3, "learning rate for pi_ref", lambda v: v > 0 and math.isfinite(v), "must be > 0")
-    epochs: int = field(12, "reward-model training epochs", positive, "must be > 0")
-    lr: float = field(1e-3, "Adam learning rate of the reward models", lambda v: v > 0 and math.isfinite(v), "must be > 0")
-    batch: int = field(64, "batch size", positive, "must be > 0")
-    beta: float = field(0.1, "IM-RM beta", lambda v: v > 0 and math.isfinite(v), "must be > 0")
-    samples: int = field(200, "samples per test graph when n > 8", positive, "must be > 0")
-    checkpoints: int = field(2, "evaluations per epoch", positive, "must be > 0")
+    seed: int = field(0, "random seed (graphs, initialisation, batches)", SEED)
+    n: int = field(7, "vertices per graph (exact enumeration up to 8)", in_range(4, 12))
+    p: float = field(0.2, "probability of each edge beside the planted cycle", in_range(0, 1, closed_hi=False))
+    n_train: int = field(5000, "training graphs (one preference pair each; the paper: 1000)", POSITIVE)
+    n_test: int = field(200, "test graphs", POSITIVE)
+    d_model: int = field(64, "transformer width", POSITIVE)
+    layers: int = field(2, "transformer layers", POSITIVE)
+    heads: int = field(4, "attention heads (must divide --d-model)", POSITIVE)
+    ref_steps: int = field(600, "Adam steps fitting pi_ref to random vertex orders", POSITIVE)
+    ref_lr: float = field(3e-3, "learning rate for pi_ref", POSITIVE_FINITE)
+    epochs: int = field(12, "reward-model training epochs", POSITIVE)
+    lr: float = field(1e-3, "Adam learning rate of the reward models", POSITIVE_FINITE)
+    batch: int = field(64, "batch size", POSITIVE)
+    beta: float = field(0.1, "IM-RM beta (float32 rewards beta ln pi/pi_ref lose all precision or overflow "
+                        "outside [1e-30, 1e30])", in_range(1e-30, 1e30))
+    samples: int = field(200, "samples per test graph when n > 8", POSITIVE)
+    checkpoints: int = field(2, "evaluations per epoch", POSITIVE)
     ties: str = field("half", "how a tie counts in accuracy: half (the paper's code) or zero (TRL, RewardBench, "
-                      "OpenRLHF)", lambda v: v in TIES, "must be half or zero")
+                      "OpenRLHF)", one_of(*TIES))
 
     def validate(self):
         if self.d_model % self.heads:
             raise UsageError(f"--heads {self.heads} must divide --d-model {self.d_model}")
+
+    def memory_bytes(self) -> float:
+        """float32 bytes, roughly: three transformers (pi_ref, IM-RM, EX-RM) with gradients and
+        Adam states; activations of the largest forward pass (a batch or the test set, with
+        attention maps); the enumeration of all n! vertex orders of every test graph (n <= 8)
+        or the samples (n > 8); the graphs themselves."""
+        n, d, L = self.n, self.d_model, self.n * (self.n - 1) // 2 + 1 + self.n
+        params = self.layers * 12 * d * d + (L + n + 2 * n * n) * d
+        rows = max(self.batch, self.n_test)
+        acts = rows * self.layers * (16 * L * d + 2 * self.heads * L * L)
+        orders = self.n_test * math.factorial(n) * (n + 1) * 2 if n <= EXACT_MAX_N \
+            else self.n_test * self.samples * L * (d + n) * 2
+        return 4 * (3 * 4 * params + 4 * acts + orders + (self.n_train + self.n_test) * 3 * L)
 
 
 def _t(a):

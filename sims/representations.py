@@ -22,13 +22,18 @@ File format (`load_pairs`), a NumPy .npz with, for each split S in train, seen_t
   S_h_chosen (n, D), S_h_rejected (n, D)   hidden state at the end of prompt + response
   S_y_chosen (n,), S_y_rejected (n,)       integer token ids of the one-token responses
 and optionally U_ref (V, D), the model's unembedding (default: zeros, a uniform pi_ref).
-The unseen_tokens split must use no token that occurs in train.
+The unseen_tokens split must use no token that occurs in train. Hidden states are real
+(float or integer) arrays; token ids are integers.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from sims.inputs import UsageError, check_memory, read_npz, real_matrix, token_ids
 
 SPLITS = ("train", "seen_tokens", "unseen_tokens")
 
@@ -86,16 +91,25 @@ def synthetic(*, seeds, dim, vocab_size, n_seen, n_unseen, n_train, n_test,
                    seen_tokens=np.concatenate([pref_seen, disp_seen]))
 
 
-def load_pairs(path: str) -> Problem:
+def load_pairs(path: str, dtype: str = "float64") -> Problem:
     """Representations from an .npz file (format in the module docstring), as one 'seed'.
 
-    Raises ValueError with a one-line reason for a file that cannot be used.
+    Every array is checked (sims.inputs) before use: a file that cannot be used raises
+    UsageError with a one-line reason naming the array. `dtype` is the precision the run will
+    use: entries so large that inner products overflow it are refused. Cached on the file's
+    path, size and modification time, so validating a config and running it read it once.
     """
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"cannot read representation file {path!r}: {exc}") from None
+    p = Path(path)
+    stat = p.stat() if p.is_file() else None
+    key = (str(p.resolve()) if stat else path, stat.st_size if stat else None,
+           stat.st_mtime_ns if stat else None, dtype)
+    return _load_pairs(key)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_pairs(key) -> Problem:
+    path, _, _, dtype = key
+    data = read_npz(path, "representation file")
     splits, D = {}, None
     for name in SPLITS:
         keys = [f"{name}_{k}" for k in ("h_prompt", "h_chosen", "h_rejected", "y_chosen", "y_rejected")]
@@ -104,32 +118,29 @@ def load_pairs(path: str) -> Problem:
             continue
         if not all(present):
             missing = [k for k, p in zip(keys, present) if not p]
-            raise ValueError(f"representation file {path!r} lacks {', '.join(missing)}")
-        hx, hp, hm, yp, ym = (data[k] for k in keys)
-        n = hx.shape[0] if hx.ndim == 2 else -1
-        D = hx.shape[1] if D is None and hx.ndim == 2 else D
-        for k, a, shape in zip(keys, (hx, hp, hm, yp, ym), [(n, D)] * 3 + [(n,)] * 2):
-            if a.shape != shape or n <= 0:
-                raise ValueError(f"{k} has shape {a.shape}, expected {shape} with n > 0")
-        for k, a in zip(keys[:3], (hx, hp, hm)):
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{k} contains NaN or Inf")
-        for k, a in zip(keys[3:], (yp, ym)):
-            if a.dtype.kind not in "iu" or a.min() < 0:
-                raise ValueError(f"{k} must hold non-negative integer token ids")
-        splits[name] = Pairs(*(np.asarray(a[None], dtype=np.float64 if a.dtype.kind == "f" else np.int64)
-                               for a in (hx, hp, hm, yp, ym)))
+            raise UsageError(f"representation file {path} lacks {', '.join(missing)} "
+                             f"(it has: {', '.join(sorted(data)) or 'no arrays'})")
+        hx = real_matrix(keys[0], data[keys[0]], cols=D, dtype=np.dtype(dtype))
+        n, D = hx.shape
+        hp, hm = (real_matrix(k, data[k], rows=n, cols=D, dtype=np.dtype(dtype)) for k in keys[1:3])
+        yp, ym = (token_ids(k, data[k], rows=n) for k in keys[3:])
+        splits[name] = Pairs(*(a[None] for a in (hx, hp, hm, yp, ym)))
     V = 1 + max(int(max(p.y_plus.max(), p.y_minus.max())) for p in splits.values())
     U_ref = data.get("U_ref")
     if U_ref is None:
+        check_memory(8 * V * D * 6, f"the vocabulary implied by the largest token id ({V - 1}), "
+                     f"|V| = {V} x D = {D},")
         U_ref = np.zeros((V, D))
-    elif U_ref.ndim != 2 or U_ref.shape[1] != D or U_ref.shape[0] < V:
-        raise ValueError(f"U_ref has shape {U_ref.shape}, expected (V >= {V}, {D})")
+    else:
+        if U_ref.ndim != 2 or U_ref.shape[1] != D or U_ref.shape[0] < V:
+            raise UsageError(f"U_ref has shape {U_ref.shape}, expected (V, {D}) with V > {V - 1}, "
+                             f"the largest token id")
+        U_ref = real_matrix("U_ref", U_ref, cols=D, dtype=np.dtype(dtype))
     seen = np.union1d(splits["train"].y_plus, splits["train"].y_minus)
     if "unseen_tokens" in splits:
         u = splits["unseen_tokens"]
         clash = np.intersect1d(np.union1d(u.y_plus, u.y_minus), seen)
         if clash.size:
-            raise ValueError(f"unseen_tokens uses tokens that occur in train: {clash[:5].tolist()}")
+            raise UsageError(f"unseen_tokens uses tokens that occur in train: {clash[:5].tolist()}")
     return Problem(splits=splits, U_ref=np.asarray(U_ref, dtype=np.float64)[None],
                    vocab_size=int(U_ref.shape[0]), seen_tokens=seen)

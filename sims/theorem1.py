@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sims import cli
-from sims.cli import UsageError, field, positive
+from sims.cli import UsageError, field
+from sims.inputs import NONNEGATIVE_FINITE, POSITIVE, POSITIVE_FINITE, SEED, at_least
 from theory.rewards import implicit_reward
 from theory.theorem1 import (all_sequences, closed_form_correct_mass, correct_mass, generation_bound,
                              log_correct_mass, sequence_log_probs, tilt, tilted_conditionals)
@@ -24,19 +25,30 @@ from theory.theorem1 import (all_sequences, closed_form_correct_mass, correct_ma
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = field(0, "random seed")
-    vocab: int = field(4, "tokens V", lambda v: v >= 2, "must be >= 2")
-    length: int = field(6, "response length T (V^T responses are enumerated)", positive, "must be > 0")
-    n_correct: int = field(3, "correct responses: the ones pi_ref finds least likely", positive, "must be > 0")
-    peak: float = field(2.0, "spread of pi_ref's next-token logits", lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
-    beta: float = field(0.1, "IM-RM beta", lambda v: v > 0 and math.isfinite(v), "must be > 0")
-    delta: float = field(1.0, "margin delta", lambda v: v > 0 and math.isfinite(v), "must be > 0")
+    seed: int = field(0, "random seed", SEED)
+    vocab: int = field(4, "tokens V", at_least(2))
+    length: int = field(6, "response length T (V^T responses are enumerated)", POSITIVE)
+    n_correct: int = field(3, "correct responses: the ones pi_ref finds least likely", POSITIVE)
+    peak: float = field(2.0, "spread of pi_ref's next-token logits", NONNEGATIVE_FINITE)
+    beta: float = field(0.1, "IM-RM beta", POSITIVE_FINITE)
+    delta: float = field(1.0, "margin delta (delta / beta must be in [1e-6, 700])", POSITIVE_FINITE)
 
     def validate(self):
         if self.vocab ** self.length > 2_000_000:
-            raise UsageError(f"--vocab ** --length = {self.vocab ** self.length} responses; at most 2e6 are enumerated")
+            raise UsageError(f"--vocab ** --length = {self.vocab ** self.length:.3g} responses; at most 2e6 are enumerated")
         if self.n_correct >= self.vocab ** self.length:
             raise UsageError("--n-correct must leave at least one incorrect response")
+        ratio = self.delta / self.beta
+        if not 1e-6 <= ratio <= 700:
+            raise UsageError(f"--delta / --beta = {ratio:.3g} must be in [1e-6, 700]: e^(delta/beta) must be "
+                             f"finite in float64, and delta/beta must stand above the rounding of log-probabilities")
+
+    def memory_bytes(self) -> float:
+        """float64 bytes: next-token log-probabilities of every response at every position
+        (N x V, N = V^T, a few copies), the responses and per-position tables (N x T), the
+        margins between correct and incorrect responses (|C| x N)."""
+        N = self.vocab ** self.length
+        return 8 * (3 * N * self.vocab + 6 * N * (self.length + 1) + self.n_correct * N)
 
 
 def run(config: Config, log=print) -> dict:
@@ -61,6 +73,9 @@ def run(config: Config, log=print) -> dict:
     r = implicit_reward(log_pi, log_ref, beta=config.beta)
     margins = r[correct][:, None] - r[~correct][None, :]
     p_ref, p = correct_mass(log_ref, correct), correct_mass(log_pi, correct)
+    if p_ref == 0.0:  # not foreseeable from the flags alone: depends on the drawn logits
+        raise UsageError(f"--peak {config.peak:g}: pi_ref(C|x) = exp({float(log_correct_mass(log_ref, correct)):.4g}) "
+                         f"underflows float64; lower --peak or --length")
     bound = math.exp(config.delta / config.beta) * p_ref
     cond_err = float(np.max(np.abs(tilted_conditionals(log_ref, correct, V, delta=config.delta,
                                                        beta=config.beta).sum(1) - log_pi)))

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sims import cli
-from sims.cli import UsageError, field, positive
+from sims.cli import UsageError, field
+from sims.inputs import (NONNEGATIVE_FINITE, POSITIVE, POSITIVE_FINITE, SEED, SEED_LIMIT, check_device,
+                         in_range, one_of)
 from sims.representations import SPLITS, load_pairs, synthetic
 from sims.training import STEP_RULES, DivergenceError, check_finite, train_ex_rm, train_im_rm
 from theory.backend import asarray_like, namespace, to_numpy
@@ -32,42 +34,37 @@ from theory.rewards import NORMALISED_MARGIN_CONVENTION, TIES, accuracy, ex_rm_r
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = field(0, "first seed; seeds seed .. seed+n_seeds-1 run as one batch")
-    n_seeds: int = field(5, "independent draws trained together", positive, "must be > 0")
-    unseen_tokens: bool = field(False, "also evaluate pairs whose tokens never occur in training")
-    dim: int = field(128, "hidden dimension D", positive, "must be > 0")
-    vocab_size: int = field(64, "vocabulary size |V| (half preferred, half dispreferred)", positive, "must be > 0")
-    n_seen: int = field(32, "tokens used in training pairs (even)", positive, "must be > 0")
-    n_unseen: int = field(16, "held-out tokens for --unseen-tokens (even)", positive, "must be > 0")
-    n_train: int = field(200, "training pairs (one per prompt)", positive, "must be > 0")
-    n_test: int = field(200, "evaluation pairs per held-out split", positive, "must be > 0")
+    seed: int = field(0, "first seed; seeds seed .. seed+n_seeds-1 run as one batch", SEED)
+    n_seeds: int = field(5, "independent draws trained together", POSITIVE)
+    unseen_tokens: bool = field(False, "also evaluate pairs whose tokens never occur in training (always on "
+                                "when --representations has an unseen_tokens split)")
+    dim: int = field(128, "hidden dimension D", POSITIVE)
+    vocab_size: int = field(64, "vocabulary size |V| (half preferred, half dispreferred)", POSITIVE)
+    n_seen: int = field(32, "tokens used in training pairs (even)", POSITIVE)
+    n_unseen: int = field(16, "held-out tokens for --unseen-tokens (even)", POSITIVE)
+    n_train: int = field(200, "training pairs (one per prompt)", POSITIVE)
+    n_test: int = field(200, "evaluation pairs per held-out split", POSITIVE)
     meaning_strength: float = field(1.0, "how strongly token meaning is encoded in h_{x,y} (0: not at all)",
-                                    lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
-    token_noise: float = field(1.0, "size of the token-specific part of h_{x,y}",
-                               lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
-    pair_noise: float = field(0.5, "size of the per-(prompt, response) noise in h_{x,y}",
-                              lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
+                                    NONNEGATIVE_FINITE)
+    token_noise: float = field(1.0, "size of the token-specific part of h_{x,y}", NONNEGATIVE_FINITE)
+    pair_noise: float = field(0.5, "size of the per-(prompt, response) noise in h_{x,y}", NONNEGATIVE_FINITE)
     prompt_similarity: float = field(0.5, "cosine between different prompts' representations",
-                                     lambda v: 0 <= v < 1, "must be in [0, 1)")
-    init_scale: float = field(1.0, "scale of the reference unembedding U_ref = U(0)",
-                              lambda v: v >= 0 and math.isfinite(v), "must be >= 0")
-    beta: float = field(0.1, "IM-RM temperature beta", lambda v: v > 0 and math.isfinite(v), "must be > 0")
-    lr: float = field(1.0, "learning rate eta (IM-RM steps use eta / beta^2)",
-                      lambda v: v > 0 and math.isfinite(v), "must be > 0")
-    steps: int = field(2000, "gradient steps", positive, "must be > 0")
+                                     in_range(0, 1, closed_hi=False))
+    init_scale: float = field(1.0, "scale of the reference unembedding U_ref = U(0)", NONNEGATIVE_FINITE)
+    beta: float = field(0.1, "IM-RM temperature beta", POSITIVE_FINITE)
+    lr: float = field(1.0, "learning rate eta (IM-RM steps use eta / beta^2)", POSITIVE_FINITE)
+    steps: int = field(2000, "gradient steps", POSITIVE)
     step_rule: str = field("normalized", f"step size rule: {' or '.join(STEP_RULES)} (sims/training.py)",
-                           lambda v: v in STEP_RULES, f"must be one of {', '.join(STEP_RULES)}")
-    direction_tol: float = field(1e-3, "PASS threshold for 1 - cos(u_T, u*)", positive, "must be > 0")
-    checkpoints: int = field(40, "log-spaced evaluation steps", positive, "must be > 0")
+                           one_of(*STEP_RULES))
+    direction_tol: float = field(1e-3, "PASS threshold for 1 - cos(u_T, u*)", POSITIVE_FINITE)
+    checkpoints: int = field(40, "log-spaced evaluation steps", POSITIVE)
     ties: str = field("half", "how a tie counts in accuracy: half (the paper's code) or zero (TRL, RewardBench, "
-                      "OpenRLHF)", lambda v: v in TIES, "must be half or zero")
-    representations: str = field("", "an .npz of hidden representations (format: sims/representations.py); "
-                                 "replaces the synthetic model")
-    backend: str = field("torch", "array backend: torch or numpy",
-                         lambda v: v in ("torch", "numpy"), "must be torch or numpy")
-    device: str = field("cpu", "torch device (cpu, cuda, cuda:1, ...)")
-    dtype: str = field("float64", "float64 or float32", lambda v: v in ("float64", "float32"),
-                       "must be float64 or float32")
+                      "OpenRLHF)", one_of(*TIES))
+    representations: str = field("", "an .npz of hidden representations (format: README, 'Your own "
+                                 "representations'); replaces the synthetic model")
+    backend: str = field("torch", "array backend: torch or numpy", one_of("torch", "numpy"))
+    device: str = field("cpu", "torch device (cpu, cuda, cuda:1, ...); must exist on this machine")
+    dtype: str = field("float64", "float64 or float32", one_of("float64", "float32"))
 
     def validate(self):
         for name in ("n_seen", "n_unseen"):
@@ -76,16 +73,46 @@ class Config:
         if self.n_seen + self.n_unseen > 2 * (self.vocab_size // 2):
             raise UsageError(f"--n-seen + --n-unseen ({self.n_seen + self.n_unseen}) exceeds the vocabulary "
                              f"(--vocab-size {self.vocab_size})")
-        if self.backend == "numpy" and self.device != "cpu":
-            raise UsageError("--device must be cpu with --backend numpy")
-        if self.device != "cpu":
-            import torch
-            try:
-                dev = torch.device(self.device)
-            except RuntimeError:
-                raise UsageError(f"--device {self.device!r} is not a torch device") from None
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise UsageError(f"--device {self.device}: no CUDA device is available")
+        if self.seed + self.n_seeds > SEED_LIMIT:
+            raise UsageError(f"--seed + --n-seeds must not exceed {SEED_LIMIT} (seeds are {self.seed}.."
+                             f"{self.seed + self.n_seeds - 1})")
+        check_device(self.device, self.backend)
+        if self.representations:
+            problem = load_pairs(self.representations, self.dtype)   # validates every array
+            if self.unseen_tokens and "unseen_tokens" not in problem.splits:
+                raise UsageError("--unseen-tokens: the representation file has no unseen_tokens split")
+        # Overflow that validation can foresee: the EX-RM margin grows like log(t) / margin
+        # under GD, harmless; the IM-RM logits are beta-free, but U_ref * h must stay finite.
+        big = float(np.finfo(getattr(np, self.dtype)).max)
+        scale = max(self.init_scale, 1e-300) * (self.meaning_strength + self.token_noise + self.pair_noise + 1)
+        if not self.representations and scale * scale * 16 > big:
+            raise UsageError(f"--init-scale and the noise/meaning knobs are so large that logits overflow "
+                             f"{self.dtype} (init_scale * (meaning + noises + 1) = {scale:.3g})")
+
+    def effective(self) -> "Config":
+        """The sizes actually run: from the representation file when one is given (one draw;
+        the synthetic model's knobs do not apply and are recorded as None)."""
+        if not self.representations:
+            return self
+        problem = load_pairs(self.representations, self.dtype)
+        pairs = {s: p.y_plus.shape[-1] for s, p in problem.splits.items()}
+        tests = {n for s, n in pairs.items() if s != "train"}
+        return dataclasses.replace(
+            self, seed=None, n_seeds=1, unseen_tokens="unseen_tokens" in problem.splits,
+            dim=int(problem.splits["train"].h_x.shape[-1]), vocab_size=problem.vocab_size,
+            n_train=pairs["train"], n_test=tests.pop() if len(tests) == 1 else None,
+            n_seen=None, n_unseen=None, meaning_strength=None, token_noise=None, pair_noise=None,
+            prompt_similarity=None, init_scale=None)
+
+    def memory_bytes(self) -> float:
+        """Peak bytes, roughly: the pairs (three (n, D) arrays per split, a backend copy), the
+        unembeddings U_ref, U, its gradient and step (V x D each, per draw), the logits of
+        the evaluated pairs (n x V), and u*'s QR (n x D, n x n) in float64."""
+        c = self.effective()
+        item = 8 if self.dtype == "float64" else 4
+        n_all = c.n_train + 2 * (c.n_test or c.n_train)
+        per_draw = 6 * n_all * c.dim + 6 * c.vocab_size * c.dim + 4 * n_all * c.vocab_size
+        return item * c.n_seeds * per_draw + 8 * (4 * c.n_train * c.dim + 2 * c.n_train ** 2)
 
 
 def checkpoint_steps(steps: int, k: int) -> list[int]:
@@ -145,12 +172,7 @@ def _cos_gap(u, u_star):
 def run(config: Config, log=print) -> dict:
     """Train, evaluate and check; returns the results dict written to results.json."""
     if config.representations:
-        try:
-            problem = load_pairs(config.representations)
-        except ValueError as exc:
-            raise UsageError(f"--representations: {exc}") from None
-        if config.unseen_tokens and "unseen_tokens" not in problem.splits:
-            raise UsageError("--unseen-tokens: the representation file has no unseen_tokens split")
+        problem = load_pairs(config.representations, config.dtype)    # validated by Config
     else:
         seeds = range(config.seed, config.seed + config.n_seeds)
         problem = synthetic(seeds=seeds, dim=config.dim, vocab_size=config.vocab_size,
@@ -158,6 +180,7 @@ def run(config: Config, log=print) -> dict:
                             n_test=config.n_test, meaning_strength=config.meaning_strength,
                             token_noise=config.token_noise, pair_noise=config.pair_noise,
                             prompt_similarity=config.prompt_similarity, init_scale=config.init_scale)
+    # A file's unseen-token split is always evaluated (config.effective sets unseen_tokens).
     splits_used = [s for s in SPLITS if s != "unseen_tokens" or config.unseen_tokens]
     data, U_ref = _to_backend(problem, config)
     train = data["train"]
@@ -324,6 +347,10 @@ def log_table(results, log):
     pairs = ", ".join(f"{k} {v}" for k, v in sz["pairs"].items())
     log(f"Theorem 2 replay  ({what}, D={sz['dim']}, |V|={sz['vocab_size']}, pairs: {pairs}, "
         f"steps={cfg['steps']}, rule={cfg['step_rule']}, backend={cfg['backend']}, ties count {cfg['ties']})")
+    skipped = [x for x in SPLITS if x not in sz["evaluated"]]
+    if skipped:
+        why = "the file has no such split" if sz["source"] != "synthetic" else "pass --unseen-tokens"
+        log(f"evaluated: {', '.join(sz['evaluated'])}; not evaluated: {', '.join(skipped)} ({why})")
     mm = results["max_margin"]
     predictions = {("ex_rm", "train"): "1 (u* separates)",
                    ("ex_rm", "seen_tokens"): f"u*: {mm['seen_tokens_accuracy']:.3f}",

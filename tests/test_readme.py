@@ -36,12 +36,19 @@ def shown_commands():
 
 
 @pytest.mark.parametrize("module,flags", shown_commands())
-def test_every_command_shown_exists_and_its_flags_parse(module, flags, tmp_path):
+def test_every_command_shown_exists_and_its_flags_parse(module, flags, tmp_path, monkeypatch):
     mod = importlib.import_module(module)
     config_cls = getattr(mod, "Config", None) or getattr(mod, "BenchConfig", None)
     if config_cls is None:
         pytest.skip(f"{module} has its own parser")
+    monkeypatch.chdir(tmp_path)
+    if "reps.npz" in flags:   # files are validated with the flags: write the README's example
+        exec(compile(_example(), "README example", "exec"), {})
     cli.parse(config_cls, mod.__doc__, [*flags.split(), "--out", str(tmp_path / "x")])
+
+
+def _example() -> str:
+    return re.search(r"```python\n(.*?)```", README.split("### Your own representations", 1)[1], re.S).group(1)
 
 
 def test_readme_shows_every_figure_that_figures_rebuilds():
@@ -52,9 +59,8 @@ def test_readme_shows_every_figure_that_figures_rebuilds():
 
 def test_readme_example_file_runs(tmp_path, monkeypatch):
     """The ten-line example writes a file that sims.theorem2 takes, evaluated on all its splits."""
-    code = re.search(r"```python\n(.*?)```", README.split("### Your own representations", 1)[1], re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README example", "exec"), {})
+    exec(compile(_example(), "README example", "exec"), {})
     from sims import theorem2
     assert theorem2.main(["--representations", "reps.npz", "--unseen-tokens", "--out", "o"]) == 0
     r = json.loads((tmp_path / "o/results.json").read_text())

@@ -87,14 +87,3 @@ def test_tiny_run_sampled_above_exact_limit(tmp_path):
     final = json.loads((tmp_path / "h/results.json").read_text())["final"]["im_rm"]
     lo, hi = final["generation_ci95"]
     assert "Clopper-Pearson" in final["method"] and 0 <= lo <= final["generation"] <= hi <= 1
-
-
-@pytest.mark.parametrize("argv,needle", [(["--n", "3"], "--n must be in 4..12"),
-                                         (["--n", "4", "--p", "0.999"], "is complete"),
-                                         (["--heads", "3"], "must divide --d-model"),
-                                         (["--p", "1.5"], "--p must be in [0, 1)"),
-                                         (["--lr", "-1"], "--lr must be > 0")])
-def test_bad_flags(tmp_path, capsys, argv, needle):
-    assert hamiltonian.main([*argv, "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1

@@ -1,0 +1,236 @@
+"""Every input checked in one place: flag values, devices, memory, output folders and
+representation files. A simulation gets the toolkit's promise (one `error:` line, exit code
+2, no traceback, no folder left behind) by declaring its flags with these checks (through
+sims.cli.field) and, for sizes, a `memory_bytes()` estimate on its Config.
+
+Nothing here runs a simulation: every check happens before anything large is allocated and
+before the results folder is created.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+class UsageError(ValueError):
+    """Bad user input: printed as one line, exit code 2."""
+
+
+class RunError(RuntimeError):
+    """A numerical or solver failure that is not the user's fault: one line, exit code 3."""
+
+
+# ---- flag checks: (predicate, what the value must be) pairs for sims.cli.field ------------
+
+SEED_LIMIT = 2**32          # numpy's and torch's generators both take seeds below this
+
+POSITIVE = (lambda v: v > 0, "must be > 0")
+POSITIVE_FINITE = (lambda v: v > 0 and math.isfinite(v), "must be a finite number > 0")
+NONNEGATIVE_FINITE = (lambda v: v >= 0 and math.isfinite(v), "must be a finite number >= 0")
+SEED = (lambda v: 0 <= v < SEED_LIMIT, f"must be in 0 .. {SEED_LIMIT - 1}")
+
+
+def at_least(lo):
+    return (lambda v: v >= lo, f"must be >= {_num(lo)}")
+
+
+def _num(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def in_range(lo, hi, *, closed_hi: bool = True):
+    ok = (lambda v: lo <= v <= hi) if closed_hi else (lambda v: lo <= v < hi)
+    return (ok, f"must be in [{_num(lo)}, {_num(hi)}{']' if closed_hi else ')'}")
+
+
+def one_of(*choices):
+    return (lambda v: v in choices, f"must be one of {', '.join(map(str, choices))}")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# ---- devices --------------------------------------------------------------------------------
+
+def check_device(device: str, backend: str = "torch", flag_name: str = "--device") -> None:
+    """A torch device string that exists on this machine (cpu; cuda[:k] when CUDA has k+1
+    devices; mps when available). NumPy runs on the CPU only."""
+    if backend == "numpy":
+        if device != "cpu":
+            raise UsageError(f"{flag_name} must be cpu with --backend numpy (got {device!r})")
+        return
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"{flag_name} {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += [f"cuda:{k}" for k in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        available.append("mps")
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count():
+        return
+    if dev.type == "mps" and "mps" in available:
+        return
+    raise UsageError(f"{flag_name} {device}: no such device on this machine (available: {', '.join(available)})")
+
+
+# ---- memory ---------------------------------------------------------------------------------
+
+def available_bytes(device: str = "cpu") -> int:
+    """Memory a run may use now: MemAvailable (Linux), else free physical pages; the free
+    memory of a CUDA device."""
+    if device.startswith("cuda"):
+        import torch
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63 - 1    # unknown: do not refuse
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} EiB"
+
+
+def check_memory(nbytes: float, what: str, device: str = "cpu", fraction: float = 0.9) -> None:
+    """Refuse a run whose estimated footprint exceeds `fraction` of the available memory."""
+    have = available_bytes(device)
+    if nbytes > fraction * have:
+        raise UsageError(f"{what} needs about {human_bytes(nbytes)} (estimate) but {human_bytes(have)} "
+                         f"is available{'' if device == 'cpu' else ' on ' + device}; choose smaller sizes")
+
+
+# ---- output folders -------------------------------------------------------------------------
+
+def check_out(out: str | None, force: bool) -> None:
+    """--out names a folder that can be created (or an empty one, or any with --force)."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if path.is_dir():
+        if any(path.iterdir()) and not force:
+            raise UsageError(f"--out {out} already holds files; pass --force to write into it")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".rmgap-probe-", dir=path))
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot write in this folder ({exc.strerror})") from None
+        return
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, so no folder can be made under it")
+    try:  # the only reliable test (root, read-only mounts, /proc): make a folder and remove it
+        os.rmdir(tempfile.mkdtemp(prefix=".rmgap-probe-", dir=parent))
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create a folder under {parent} ({exc.strerror})") from None
+
+
+# ---- arrays from files ----------------------------------------------------------------------
+
+NPZ_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
+def read_npz(path: str, what: str = "file") -> dict:
+    """Every array of a NumPy .npz archive, or UsageError naming what is wrong with the file.
+    No pickled objects are loaded."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{what} {path}: no such file")
+    if not p.is_file():
+        raise UsageError(f"{what} {path}: not a file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot read it ({exc.strerror})") from None
+    if head.startswith(NPY_MAGIC):
+        raise UsageError(f"{what} {path} is a single .npy array; save named arrays with np.savez")
+    if not head.startswith(NPZ_MAGIC):
+        raise UsageError(f"{what} {path} is not a NumPy .npz archive (write it with np.savez)")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise UsageError(f"{what} {path} holds Python objects (dtype object); save plain numeric arrays") from None
+        raise UsageError(f"{what} {path}: cannot read an array ({exc})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise UsageError(f"{what} {path} is damaged or truncated ({type(exc).__name__}: {exc})") from None
+
+
+def real_matrix(name: str, a: np.ndarray, *, rows: int | None = None, cols: int | None = None,
+                dtype=np.float64) -> np.ndarray:
+    """A finite real (n, D) array with n, D > 0 whose inner products cannot overflow `dtype`:
+    D * max|a|^2 * 4 stays below the dtype's largest value (differences of two rows, dotted)."""
+    if a.dtype.kind not in "fiub":
+        raise UsageError(f"{name} must hold real numbers (got dtype {a.dtype})")
+    if a.ndim != 2:
+        raise UsageError(f"{name} must be a 2-d (pairs, D) array (got shape {a.shape})")
+    n, D = a.shape
+    if n == 0 or D == 0:
+        raise UsageError(f"{name} is empty (shape {a.shape}); need at least one pair and D > 0")
+    if rows is not None and n != rows or cols is not None and D != cols:
+        raise UsageError(f"{name} has shape {a.shape}, expected ({rows if rows is not None else 'n'}, "
+                         f"{cols if cols is not None else 'D'})")
+    a = a.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(a)):
+        raise UsageError(f"{name} contains NaN or Inf")
+    limit = math.sqrt(float(np.finfo(dtype).max) / (4 * D))
+    peak = float(np.max(np.abs(a)))
+    if peak > limit:
+        raise UsageError(f"{name} has entries up to {peak:.3g}: inner products of D={D} such vectors "
+                         f"overflow {np.dtype(dtype).name} (keep |entries| below {limit:.3g})")
+    return a
+
+
+def token_ids(name: str, a: np.ndarray, *, rows: int) -> np.ndarray:
+    """Non-negative integer token ids, one per pair."""
+    if a.dtype.kind not in "iu":
+        raise UsageError(f"{name} must hold integer token ids (got dtype {a.dtype})")
+    if a.shape != (rows,):
+        raise UsageError(f"{name} has shape {a.shape}, expected ({rows},): one token id per pair")
+    if a.min() < 0:
+        raise UsageError(f"{name} holds a negative token id ({int(a.min())})")
+    return a.astype(np.int64)
+
+
+def check_results_finite(results: dict, where: str = "results") -> None:
+    """A run whose results hold NaN or Inf overflowed somewhere its validation did not foresee:
+    say where, in one line (RunError, exit code 3), instead of writing a silently wrong file."""
+    def walk(obj, path):
+        if isinstance(obj, float) and not math.isfinite(obj):
+            raise RunError(f"the run produced {obj} at {path} (overflow or a degenerate input); "
+                           f"try less extreme flag values")
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if not str(k).startswith("_"):
+                    walk(v, f"{path}.{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{path}[{i}]")
+    walk(results, where)
