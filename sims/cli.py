@@ -79,8 +79,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
-def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
-    p = Parser(description=description, formatter_class=HelpFormatter)
+def parser_for(config_cls, description: str, prog: str | None = None) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description=description, formatter_class=HelpFormatter)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
@@ -95,11 +95,11 @@ def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def parse(config_cls, description: str, argv=None):
+def parse(config_cls, description: str, argv=None, prog: str | None = None):
     """(config, out, force) from the command line, validated (UsageError on bad values). A
     config with an `effective()` method is replaced by what it returns: the sizes actually
     run (e.g. those of a representation file), so the printed and recorded config is true."""
-    ns = vars(parser_for(config_cls, description).parse_args(argv))
+    ns = vars(parser_for(config_cls, description, prog).parse_args(argv))
     out, force = ns.pop("out"), ns.pop("force")
     config = config_cls(**ns)
     validate(config)
@@ -196,7 +196,7 @@ def simulation_main(name: str, config_cls, run, description: str, argv=None, mod
     module = module or f"sims.{name}"
 
     def body(argv):
-        config, out, force = parse(config_cls, description, argv)
+        config, out, force = parse(config_cls, description, argv, prog=f"python -m {module}")
         folder = plan_folder(name, out, force)
         print(f"config: {dataclasses.asdict(config)}")
         t0 = time.perf_counter()
