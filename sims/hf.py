@@ -131,13 +131,11 @@ def encode_pairs(tokenizer, pairs: list[dict], *, eos: bool) -> list[tuple[list[
 
 # --------------------------------------------------------------------------- the model
 
-def load(name: str, *, dtype: str = "float32", device: str = "cpu", eager: bool = False):
+def load(name: str, *, dtype: str = "float32", device: str = "cpu"):
     """A causal LM from a folder or hub id, in eval mode (dropout off)."""
     import torch
     from transformers import AutoModelForCausalLM
     kwargs = {"dtype": getattr(torch, dtype)}
-    if eager:  # forward-mode autodiff (torch.func.jvp) goes through the plain attention
-        kwargs["attn_implementation"] = "eager"
     try:
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
@@ -574,7 +572,11 @@ def tangent_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, *
         lp = torch.log_softmax(z, -1).gather(-1, b.y[..., None])[..., 0] * b.mask
         return lp.sum(-1)
 
-    _, dr = jvp(rewards, (primals,), (tangents,))
+    # forward-mode AD is not implemented for the fused attention kernels; the math kernel is
+    # plain differentiable operations, in the model's own dtype
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel(SDPBackend.MATH):
+        _, dr = jvp(rewards, (primals,), (tangents,))
     return dr.detach()
 
 
@@ -838,7 +840,7 @@ def body(argv=None) -> int:
     for k in ("beta", "eta"):
         if hasattr(args, k):
             _positive(k, getattr(args, k))
-    model = load(args.model, dtype=args.dtype, device=args.device, eager=args.command == "step")
+    model = load(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args.tokenizer or args.model)
     common = {"batch_size": args.batch_size, "side": args.padding_side}
     if args.command == "score":
