@@ -689,7 +689,10 @@ def step(model, ref, tokenizer, train, evals, *, beta: float, eta: float, eos: b
 
 def bench(*, hidden: int, layers: int, vocab: int, n_pairs: int, length: int, dtype: str,
           device: str, seed: int = 0) -> dict:
-    """Time and peak memory of `score` and `step` on a random Llama of the given size."""
+    """Time and peak memory on a random (untied) Llama of the given size: the forward pass that
+    `score` and `representations` make per response, and Eq. 5 (`step`'s closed form) for
+    n_pairs training pairs against their chosen responses, states included. A reference model
+    costs one more forward pass per response; the model's own weights dominate the memory."""
     import resource
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -698,7 +701,6 @@ def bench(*, hidden: int, layers: int, vocab: int, n_pairs: int, length: int, dt
                       num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
                       num_key_value_heads=max(1, hidden // 64), tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg).to(getattr(torch, dtype)).to(device).eval()
-    ref = model  # the step's g only needs a reference margin; the cost is one more forward
     n_params = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(seed)
     half = length // 2
@@ -728,7 +730,6 @@ def bench(*, hidden: int, layers: int, vocab: int, n_pairs: int, length: int, dt
     times["eq5_seconds"] = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    del ref
     return {"config": {"hidden": hidden, "layers": layers, "vocab": vocab, "n_pairs": n_pairs,
                        "tokens_per_sequence": 2 * half, "dtype": dtype, "device": device},
             "parameters": n_params, "parameters_billions": n_params / 1e9,
@@ -785,6 +786,10 @@ def parser() -> argparse.ArgumentParser:
                    help="auto: Eq. 5 for an untied linear head, the exact autograd tangent otherwise")
     b = sub.add_parser("bench", help="time and memory of score's forward and Eq. 5 on a random Llama")
     _common(b, model=False)
+    for action in b._actions:
+        if action.dest == "out":
+            action.required, action.help = False, "results folder (default: a new folder runs/hf_bench-<time>)"
+
     b.add_argument("--hidden", type=int, default=512, help="hidden width")
     b.add_argument("--layers", type=int, default=8, help="layers")
     b.add_argument("--vocab", type=int, default=32000, help="vocabulary size")
@@ -814,6 +819,8 @@ def _positive(name, v):
 
 def body(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "bench":
+        return _bench_main(args, argv)
     out = _out(args.out, args.force)
     if args.command == "analyse":
         result = analyse(load_npz(args.representations))
@@ -826,14 +833,6 @@ def body(argv=None) -> int:
         import torch
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"--device {args.device}: no CUDA device is available")
-    if args.command == "bench":
-        for k in ("hidden", "layers", "vocab", "n_pairs", "length"):
-            _positive(k.replace("_", "-"), getattr(args, k))
-        result = bench(hidden=args.hidden, layers=args.layers, vocab=args.vocab, n_pairs=args.n_pairs,
-                       length=args.length, dtype=args.dtype, device=args.device)
-        _write_json(out, result)
-        print(json.dumps(result, indent=2))
-        return 0
     # every input is checked before a model loads
     files = {k: read_pairs(getattr(args, k)) for k in ("pairs", "train", "heldout", "shifted", "eval")
              if getattr(args, k, None)}
@@ -881,6 +880,30 @@ def body(argv=None) -> int:
             print(f"  pair {w['pair']} {w['response']}: delta r_IM {w['delta_r_im']:+.3g}, "
                   f"delta r_EX {w['delta_r_ex']:+.3g}{rho}")
     print(f"results: {out}")
+    return 0
+
+
+def _bench_main(args, argv) -> int:
+    """bench writes a results folder (results.json, run.json) like a simulation, so that the
+    README can quote it as a canonical run."""
+    from sims.cli import run_folder, write_json
+    from sims.provenance import code_hash
+    for k in ("batch_size", "hidden", "layers", "vocab", "n_pairs", "length"):
+        _positive(k.replace("_", "-"), getattr(args, k))
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device}: no CUDA device is available")
+    folder = run_folder("hf_bench", args.out, args.force)
+    t0 = time.perf_counter()
+    result = bench(hidden=args.hidden, layers=args.layers, vocab=args.vocab, n_pairs=args.n_pairs,
+                   length=args.length, dtype=args.dtype, device=args.device)
+    write_json(folder / "results.json", result)
+    write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0, "module": "sims.hf",
+                                     "code_hash": code_hash("sims.hf"),
+                                     "argv": list(sys.argv[1:] if argv is None else argv)})
+    print(json.dumps(result, indent=2))
+    print(f"results: {folder / 'results.json'}")
     return 0
 
 
