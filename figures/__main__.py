@@ -44,6 +44,9 @@ RUNS = {
     "hamiltonian": Run("sims.hamiltonian"),
     "hamiltonian_1000": Run("sims.hamiltonian", ("--n-train", "1000", "--epochs", "40")),
     "bench_gd": Run("sims.bench_gd"),
+    # sims.hf's cost on the largest random Llama that runs here in about a minute (needs [hf])
+    "hf_bench": Run("sims.hf", ("bench", "--hidden", "1024", "--layers", "8", "--vocab", "32000",
+                                "--n-pairs", "8", "--length", "64")),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)
