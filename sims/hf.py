@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sims import inputs
 from sims.cli import Parser, RunError, UsageError, run_cli
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -503,14 +504,12 @@ def analyse(arrays: dict) -> dict:
 
 
 def load_npz(path: str) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise UsageError(f"cannot read representation file {path!r}: {exc}") from None
+    """The arrays of a representation file (sims.inputs.read_npz checks the file itself)."""
+    arrays = inputs.read_npz(path, "representation file")
     for k in ("train_h_chosen", "train_h_rejected"):
         if k not in arrays:
-            raise UsageError(f"representation file {path!r} lacks {k}")
+            raise UsageError(f"representation file {path} lacks {k}")
+        inputs.real_matrix(k, arrays[k], rows=arrays["train_h_chosen"].shape[0] if arrays["train_h_chosen"].ndim else None)
     return arrays
 
 
@@ -799,29 +798,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _out(path: str, force: bool) -> Path:
-    out = Path(path)
-    if out.exists() and not force:
-        raise UsageError(f"--out {path} exists; pass --force to overwrite")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"--out {path} is a folder")
+    out = inputs.check_out_file(path, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
 def _positive(name, v):
-    if not (v > 0 and math.isfinite(v)):
-        raise UsageError(f"--{name} must be > 0 (got {v!r})")
+    inputs.check_number(name, v, inputs.POSITIVE_FINITE)
 
 
 def body(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "bench":
         return _bench_main(args, argv)
-    out = _out(args.out, args.force)
+    out = inputs.check_out_file(args.out, args.force)   # checked now, written when the results exist
     if args.command == "analyse":
         result = analyse(load_npz(args.representations))
         _write_json(out, {"source": args.representations, **result})
@@ -829,10 +824,7 @@ def body(argv=None) -> int:
         print(f"results: {out}")
         return 0
     _positive("batch-size", args.batch_size)
-    if args.device != "cpu":
-        import torch
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: no CUDA device is available")
+    inputs.check_device(args.device)
     # every input is checked before a model loads
     files = {k: read_pairs(getattr(args, k)) for k in ("pairs", "train", "heldout", "shifted", "eval")
              if getattr(args, k, None)}
@@ -853,6 +845,7 @@ def body(argv=None) -> int:
     elif args.command == "representations":
         sets = {k: files.get(k) for k in ("train", "heldout", "shifted")}
         arrays, notes = write_representations(model, tok, **sets, eos=args.eos, unembedding=args.unembedding, **common)
+        out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "wb") as f:
             np.savez(f, **arrays)
         for n in notes:
@@ -886,18 +879,21 @@ def body(argv=None) -> int:
 def _bench_main(args, argv) -> int:
     """bench writes a results folder (results.json, run.json) like a simulation, so that the
     README can quote it as a canonical run."""
-    from sims.cli import run_folder, write_json
+    from sims.cli import make_folder, plan_folder, write_json
     from sims.provenance import code_hash
     for k in ("batch_size", "hidden", "layers", "vocab", "n_pairs", "length"):
         _positive(k.replace("_", "-"), getattr(args, k))
-    if args.device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: no CUDA device is available")
-    folder = run_folder("hf_bench", args.out, args.force)
+    inputs.check_device(args.device)
+    # weights, their gradient-free copy and the logits of one batch (float32 or float64)
+    item = 8 if args.dtype == "float64" else 4
+    params = args.layers * 12 * args.hidden ** 2 + 2 * args.vocab * args.hidden
+    inputs.check_memory(item * (3 * params + 4 * args.batch_size * args.length * (args.vocab + 16 * args.hidden)),
+                        "this benchmark", args.device)
+    folder = plan_folder("hf_bench", args.out, args.force)
     t0 = time.perf_counter()
     result = bench(hidden=args.hidden, layers=args.layers, vocab=args.vocab, n_pairs=args.n_pairs,
                    length=args.length, dtype=args.dtype, device=args.device)
+    folder = make_folder(folder, given=args.out is not None)
     write_json(folder / "results.json", result)
     write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0, "module": "sims.hf",
                                      "code_hash": code_hash("sims.hf"),

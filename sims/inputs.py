@@ -234,3 +234,34 @@ def check_results_finite(results: dict, where: str = "results") -> None:
             for i, v in enumerate(obj):
                 walk(v, f"{path}[{i}]")
     walk(results, where)
+
+
+def check_out_file(out: str, force: bool, flag_name: str = "--out") -> Path:
+    """--out names a file that can be written: not a folder, not existing unless `force`, its
+    folder creatable (probed, as for check_out). Nothing is created."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{flag_name} {out} is a folder; give a file name")
+    if path.exists() and not force:
+        raise UsageError(f"{flag_name} {out} exists; pass --force to overwrite")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag_name} {out}: {parent} is a file, so no folder can be made under it")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".rmgap-probe-", dir=parent))
+    except OSError as exc:
+        raise UsageError(f"{flag_name} {out}: cannot create it under {parent} ({exc.strerror})") from None
+    return path
+
+
+def check_number(name: str, value, check=POSITIVE_FINITE) -> None:
+    """One flag value against a (predicate, message) check, outside a Config dataclass."""
+    ok, message = check
+    try:
+        good = ok(value)
+    except (TypeError, ValueError, OverflowError):
+        good = False
+    if not good:
+        raise UsageError(f"{flag(name)} {message} (got {value!r})")

@@ -328,3 +328,36 @@ def test_loader_rejects_generated_bad_arrays(tmp_path, capsys, key, bad, seed):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+HF_CASES = [  # (argv after the subcommand's required files are filled in, what the line must say)
+    (["score", "--model", "m", "--pairs", "PAIRS", "--beta", "nan", "--out", "o.json"], "--beta must be a finite number > 0"),
+    (["score", "--model", "m", "--pairs", "PAIRS", "--beta", "-1", "--out", "o.json"], "--beta must be"),
+    (["score", "--model", "m", "--pairs", "PAIRS", "--device", "xpu", "--out", "o.json"], "--device xpu: no such device"),
+    (["score", "--model", "m", "--pairs", "PAIRS", "--out", "FILE/o.json"], "is a file"),
+    (["score", "--model", "m", "--pairs", "PAIRS", "--out", "/proc/rmgap/o.json"], "cannot create"),
+    (["score", "--model", "m", "--pairs", "PAIRS", "--out", "."], "is a folder"),
+    (["score", "--model", "m", "--pairs", "nope.jsonl", "--out", "o.json"], "cannot read pairs file"),
+    (["score", "--model", "m", "--pairs", "BADJSON", "--out", "o.json"], "not JSON"),
+    (["score", "--model", "m", "--pairs", "PAIRS", "--batch-size", "0", "--out", "o.json"], "--batch-size must be"),
+    (["score", "--model", "/nonexistent/model", "--pairs", "PAIRS", "--out", "o.json"], "cannot load model"),
+    (["analyse", "--representations", "TRUNC", "--out", "o.json"], "damaged or truncated"),
+    (["analyse", "--representations", "nope.npz", "--out", "o.json"], "no such file"),
+    (["step", "--model", "m", "--ref", "m", "--train", "PAIRS", "--eval", "PAIRS", "--eta", "inf", "--out", "o.json"], "--eta must be"),
+    (["bench", "--hidden", "0"], "--hidden must be"),
+    (["bench", "--vocab", "1000000000", "--hidden", "100000"], "needs about"),
+    (["nosuch"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", HF_CASES, ids=[" ".join(a[:1] + a[-3:-2]) + f":{i}" for i, (a, _) in enumerate(HF_CASES)])
+def test_bad_hf_input(workdir, capsys, argv, needle):
+    pytest.importorskip("transformers")
+    from sims import hf
+    (workdir / "pairs.jsonl").write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    (workdir / "bad.jsonl").write_text("{not json\n")
+    (workdir / "FILE").write_text("x")
+    (workdir / "trunc.npz").write_bytes(b"PK\x03\x04 cut")
+    subst = {"PAIRS": "pairs.jsonl", "BADJSON": "bad.jsonl", "TRUNC": "trunc.npz"}
+    _one_line_exit_2(hf.main([subst.get(a, a) for a in argv]), capsys, needle)
+    assert not (workdir / "o.json").exists() and not (workdir / "runs").exists()
