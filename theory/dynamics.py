@@ -264,11 +264,15 @@ def reward_change_matrix_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta
         if tuple(ref_margins.shape) != (B,):
             raise ValueError(f"ref_margins must have shape {(B,)} (one per training pair), "
                              f"got {tuple(ref_margins.shape)}")
-    pi_bar_all = xp.exp(next_token_log_probs(U, eval_seqs)) if ca >= A else None
-    cols = []
+    pi_bar_all, cols = None, []
     for b0 in range(0, B, cb):
         p, m = _rows(plus, b0, b0 + cb), _rows(minus, b0, b0 + cb)
-        logp_plus, logp_minus = next_token_log_probs(U, p, m)
+        if ca >= A and pi_bar_all is None:      # one pass over U for both (it is memory-bound)
+            logp_bar, logp_plus, logp_minus = next_token_log_probs(U, eval_seqs, p, m)
+            pi_bar_all = xp.exp(logp_bar)
+            del logp_bar
+        else:
+            logp_plus, logp_minus = next_token_log_probs(U, p, m)
         g = im_rm_bt_weights(logp_plus, logp_minus, p, m, beta=beta, U_ref=U_ref,
                              ref_margins=None if ref_margins is None else ref_margins[b0:b0 + cb])
         sides = [(xp.exp(logp_plus), p, 1.0), (xp.exp(logp_minus), m, -1.0)]
@@ -292,9 +296,16 @@ def _delta_r_loss_gradient(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta,
     positions = max(1, (max_bytes // U.dtype.itemsize - V * D) // (4 * V))
     cb, ca = max(1, positions // L2), max(1, positions // K)
     S = xp.zeros((V, D), dtype=U.dtype, device=device(U))
+    keep_bar = cb >= B and A * K + B * L2 <= positions      # all logits in one pass over U
+    resid_bar = None
     for b0 in range(0, B, cb):
         p, m = _rows(plus, b0, b0 + cb), _rows(minus, b0, b0 + cb)
-        logp_plus, logp_minus = next_token_log_probs(U, p, m)
+        if keep_bar:
+            logp_bar, logp_plus, logp_minus = next_token_log_probs(U, eval_seqs, p, m)
+            resid_bar = one_hot(eval_seqs.y, V, U) - xp.exp(logp_bar)                 # (A, K, V)
+            del logp_bar
+        else:
+            logp_plus, logp_minus = next_token_log_probs(U, p, m)
         g = im_rm_bt_weights(logp_plus, logp_minus, p, m, beta=beta, U_ref=U_ref,
                              ref_margins=None if ref_margins is None else ref_margins[b0:b0 + cb])
         for logp, s, sign in ((logp_plus, p, 1.0), (logp_minus, m, -1.0)):
@@ -304,7 +315,8 @@ def _delta_r_loss_gradient(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta,
     out = []
     for a0 in range(0, A, ca):
         ev = _rows(eval_seqs, a0, a0 + ca)
-        resid = one_hot(ev.y, V, U) - xp.exp(next_token_log_probs(U, ev))            # (ca, K, V)
+        resid = (resid_bar[a0:a0 + ca] if resid_bar is not None
+                 else one_hot(ev.y, V, U) - xp.exp(next_token_log_probs(U, ev)))     # (ca, K, V)
         W = xp.matmul(ev.h, xp.matrix_transpose(S))                                  # (ca, K, V)
         out.append(xp.sum(xp.sum(resid * W, axis=-1) * xp.astype(ev.mask, U.dtype), axis=-1))
     return (eta * beta**2 / B) * xp.concat(out, axis=0)
