@@ -44,6 +44,7 @@ RUNS = {
     "hamiltonian": Run("sims.hamiltonian"),
     "hamiltonian_1000": Run("sims.hamiltonian", ("--n-train", "1000", "--epochs", "40")),
     "bench_gd": Run("sims.bench_gd"),
+    "bench_eq5": Run("sims.bench_eq5"),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from sims import cli
 from sims.cli import field, positive
 
-SIZES = {"pythia1b": (50304, 2048), "llama3": (128256, 4096)}
+SIZES = {"pythia1b": (50304, 2048), "llama3": (128256, 4096), "tiny": (512, 32)}   # tiny: smoke tests
 METHODS = ("logits", "ours_batch", "peer_batch", "ours_matrix", "peer_matrix")
 BETA, ETA = 0.1, 1.0
 
@@ -66,6 +66,8 @@ class Config:
     budget_gib: float = field(8.0, "memory for streamed temporaries (ours: max_bytes; the peers: micro-batches and "
                               "per-sample-gradient chunks), GiB", positive, "must be > 0")
     seed: int = field(0, "seed of the random inputs", lambda s: s >= 0, "must be >= 0")
+    isolate: bool = field(True, "run each method in its own process, so its peak memory is its own "
+                          "(--no-isolate: all in this process, peak memory not measured; for smoke tests)")
 
 
 def _ok_ints(s) -> bool:
@@ -180,6 +182,7 @@ def worker(method: str, V: int, D: int, K: int, A: int, B: int, repeats: int, de
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     value = None if method == "logits" else out.detach().double().cpu().reshape(-1).tolist()
+    torch.set_grad_enabled(True)
     return {"median_s": statistics.median(times), "times_s": times, "peak_extra_bytes": max(0, peak - base),
             "value": value}
 
@@ -213,6 +216,10 @@ def _case(V, D, K, AB, config, log) -> dict:
     for method in METHODS:
         args = dict(method=method, V=V, D=D, K=K, A=A, B=B, repeats=config.repeats, device=config.device,
                     budget=int(config.budget_gib * 2**30), seed=config.seed)
+        if not config.isolate:
+            res[method] = worker(**args)
+            res[method]["peak_extra_bytes"] = 0
+            continue
         cmd = [sys.executable, "-c", "from sims.bench_eq5 import _worker_main; _worker_main()", json.dumps(args)]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
         if done.returncode != 0:

@@ -119,7 +119,7 @@ def _dense_gram(pi_bar, h_bar, sides, max_bytes: int):
     xp = namespace(pi_bar, h_bar)
     (A, _, V), D = pi_bar.shape, h_bar.shape[-1]
     N = sides[0][0].shape[0]
-    rows = max(1, min(V, max_bytes // (pi_bar.dtype.itemsize * D * (A + 2 * N))))
+    rows = max(1, min(V, max_bytes // (pi_bar.dtype.itemsize * D * (A + 3 * N))))
     out = xp.zeros((A, N), dtype=pi_bar.dtype, device=device(pi_bar))
     for v0 in range(0, V, rows):
         sl = slice(v0, min(V, v0 + rows))
@@ -163,7 +163,7 @@ def reward_kernel(pi_bar, eval_seqs: Seqs, pi, train_seqs: Seqs, route: str = "a
 
     pi_bar (A, K, V), pi (N, L, V): next-token distributions at the sequences' positions.
     route "auto" takes the cheaper of "rho" and "gradient" (kernel_cost); both are accurate
-    in float32 (module docstring). The gradient route keeps (A + 2N) r D entries of Q at once,
+    in float32 (module docstring). The gradient route keeps (A + 3N) r D entries of Q at once,
     r = the vocabulary rows of a slice, chosen so that this fits in max_bytes (at least 1 row).
     """
     (A, K, V), (N, L, D) = pi_bar.shape, train_seqs.h.shape[-3:]
@@ -214,11 +214,9 @@ def _rows(seqs: Seqs, start: int, stop: int) -> Seqs:
 
 
 def _block_floats(ca, K, cb, L2, V, D, route) -> int:
-    """Entries of the temporaries one (ca evaluation x cb training pairs) block holds at once
-    (the formula of reward_change_matrix_im's docstring)."""
-    positions = ca * K + cb * L2
-    pairs = 6 * ca * cb * K * L2
-    return 4 * positions * V + pairs + (((ca + 2 * cb) * D) if route == "gradient" else 0)
+    """Entries of the temporaries of one (ca evaluation x cb training pairs) block, without
+    the Q slices of the gradient route (the formula of reward_change_matrix_im's docstring)."""
+    return 4 * (ca * K + cb * L2) * V + 6 * ca * cb * K * L2
 
 
 def _blocks(A, K, B, L2, V, D, route, max_bytes, itemsize):
@@ -246,13 +244,14 @@ def reward_change_matrix_im(U, eval_seqs: Seqs, plus: Seqs, minus: Seqs, *, beta
 
     Streams in blocks of ca evaluation sequences x cb training pairs. With L2 = L+ + L- the
     positions of a pair, a block holds at most
-        4 (ca K + cb L2) |V| + 6 ca cb K L2 [+ (ca + 2 cb) r D for route "gradient"]
+        4 (ca K + cb L2) |V| + 6 ca cb K L2 [+ (ca + 3 cb) r D for route "gradient"]
     entries of U's dtype (logits, log-probabilities, probabilities; the position-pair
-    coefficients; r vocabulary rows of the Q matrices, r >= 1 chosen to fit). ca and cb are
-    halved from (A, B) until this is <= max_bytes / itemsize (or both are 1), so peak memory
-    beyond the inputs and the (A, B) output is max(max_bytes, the ca = cb = 1 block), whatever
-    A and B. When A > ca the evaluation log-probabilities are recomputed for every training
-    block. The blocks do not change what is computed, only the order.
+    coefficients; r vocabulary rows of the Q matrices). ca and cb are halved from (A, B) until
+    the first two terms are <= max_bytes / itemsize (or both are 1); r is the largest with
+    (ca + 3 cb) r D <= max_bytes / itemsize (at least 1). So the temporaries never exceed
+    2 max_bytes (or the ca = cb = r = 1 block), whatever A and B; beyond them only the inputs
+    and the (A, B) output. When A > ca the evaluation log-probabilities are recomputed for
+    every training block. The blocks change only the order of the work, not what is computed.
     """
     xp = namespace(U)
     (A, K), B, (V, D) = eval_seqs.y.shape, plus.y.shape[0], U.shape
