@@ -47,6 +47,7 @@ RUNS = {
     # sims.hf's cost on the largest random Llama that runs here in about a minute (needs [hf])
     "hf_bench": Run("sims.hf", ("bench", "--hidden", "1024", "--layers", "8", "--vocab", "32000",
                                 "--n-pairs", "8", "--length", "64")),
+    "bench_eq5": Run("sims.bench_eq5"),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)

@@ -9,8 +9,9 @@ from theory import oracle
 from theory.backend import to_numpy
 from theory.dynamics import (delta_r_ex, delta_r_im, kernel_cost, next_token_log_probs, pooled,
                              reward_change_matrix_ex, reward_change_matrix_im, reward_kernel, rho)
-from theory.sequences import pack
-from theory.tolerance import default_rtol
+from theory.gradients import log_prob_grad_from_probs
+from theory.sequences import Seqs, full, pack
+from theory.tolerance import assert_close, default_rtol
 
 
 def draw_problem(rng, *, V, D, A, B, K, L, overlap, peak, ref, dtype=np.float64):
@@ -44,7 +45,7 @@ problems = dict(V=st.integers(2, 12), D=st.integers(1, 6), A=st.integers(1, 3), 
                 peak=st.sampled_from([0.1, 1.0, 10.0]), ref=st.booleans(), seed=st.integers(0, 2**16))
 
 
-@given(**problems, route=st.sampled_from(["auto", "rho", "gradient"]), beta=st.floats(0.05, 2.0))
+@given(**problems, route=st.sampled_from(["auto", "rho", "gradient", "loss_gradient"]), beta=st.floats(0.05, 2.0))
 def test_eq5_equals_autograd_tangent(backend, V, D, A, B, K, L, overlap, peak, ref, seed, route, beta):
     rng = np.random.default_rng(seed)
     U, U_ref, bar, plus, minus = draw_problem(rng, V=V, D=D, A=A, B=B, K=K, L=L, overlap=overlap, peak=peak, ref=ref)
@@ -84,6 +85,71 @@ def test_routes_agree_and_float32_within_tolerance(V, D, K, L, peak, seed):
 def test_auto_route_picks_the_cheaper():
     assert min(kernel_cost(1, 16, 1, 16, 128256, 4096).items(), key=lambda kv: kv[1])[0] == "rho"
     assert min(kernel_cost(500, 8, 500, 8, 10, 4).items(), key=lambda kv: kv[1])[0] == "gradient"
+    # Pythia-1B width, 64-token responses, 256 x 256: the Gram beats K L = 4096 V-long sums
+    assert min(kernel_cost(256, 64, 512, 64, 50304, 2048, paired=True).items(), key=lambda kv: kv[1])[0] == "gradient"
+
+
+def _float32_problem(V=8192, D=256, K=32, A=4, B=4, seed=0):
+    """Random float64 LM-like inputs (logits ~ N(0, 1), no shared tokens by chance) at a size
+    where contracting full per-sequence gradients sum_k (e_y - pi) h^T in float32 loses
+    three digits (normwise ~1e-4 here, 1.7e-3 at |V| = 32000, D = 512)."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.randn(V, D, generator=g, dtype=torch.float64) / D**0.5
+    mk = lambda n: full(torch.randn(n, K, D, generator=g, dtype=torch.float64), torch.randint(0, V, (n, K), generator=g))
+    return U, mk(A), mk(B), mk(B), torch.randn(B, generator=g, dtype=torch.float64)
+
+
+def _as(dt, *seqs):
+    return [Seqs(s.h.to(dt), s.y, s.mask) for s in seqs]
+
+
+def test_every_route_accurate_in_float32():
+    """Each route in float32 against the float64 result, normwise at default_rtol(float32)."""
+    U, ev, p, m, rm = _float32_problem()
+    kw = dict(beta=0.1, eta=1.0, ref_margins=rm)
+    M64 = reward_change_matrix_im(U, ev, p, m, route="rho", **kw)
+    U32, ev32, p32, m32 = U.float(), *_as(torch.float32, ev, p, m)
+    for route in ("rho", "gradient"):
+        assert_close(reward_change_matrix_im(U32, ev32, p32, m32, route=route, **kw).double(), M64,
+                     rtol=default_rtol(np.float32), err_msg=route)
+    for route in ("rho", "gradient", "loss_gradient"):
+        assert_close(delta_r_im(U32, ev32, p32, m32, route=route, **kw).double(), M64.mean(1),
+                     rtol=default_rtol(np.float32), err_msg=route)
+    # the kernel alone, both routes, against float64
+    pb, pp = (next_token_log_probs(U, s).exp() for s in (ev, p))
+    pb32, pp32 = (next_token_log_probs(U32, s).exp() for s in (ev32, p32))
+    K64 = reward_kernel(pb, ev, pp, p, route="rho")
+    for route in ("rho", "gradient"):
+        assert_close(reward_kernel(pb32, ev32, pp32, p32, route=route).double(), K64,
+                     rtol=default_rtol(np.float32), err_msg=route)
+    # the contraction the gradient route replaced is the one that fails here
+    full_grads = lambda pi, s: log_prob_grad_from_probs(pi, s.h, s.y, s.mask).reshape(pi.shape[0], -1)
+    naive = full_grads(pb32, ev32) @ full_grads(pp32, p32).T
+    assert float((naive.double() - K64).abs().max()) > default_rtol(np.float32) * float(K64.abs().max())
+
+
+@pytest.mark.parametrize("route", ["rho", "gradient", "loss_gradient"])
+def test_streamed_blocks_give_the_same_result(route):
+    """A memory budget that forces blocks of one sequence (and vocabulary slices of a few rows)
+    changes only the order of the work: the same matrix and mini-batch change."""
+    U, ev, p, m, rm = _float32_problem(V=64, D=8, K=5, A=5, B=3, seed=3)
+    kw = dict(beta=0.3, eta=0.1, ref_margins=rm, route=route)
+    tiny = 8 * 64 * 8 * 4          # far below one block: every block is one sequence / pair
+    if route != "loss_gradient":
+        whole = reward_change_matrix_im(U, ev, p, m, **kw)
+        assert_close(reward_change_matrix_im(U, ev, p, m, max_bytes=tiny, **kw), whole)
+    whole = delta_r_im(U, ev, p, m, **kw)
+    assert_close(delta_r_im(U, ev, p, m, max_bytes=tiny, **kw), whole)
+    assert_close(delta_r_im(U, ev, p, m, max_bytes=U.shape[0] * U.shape[1] * 8 + 4 * 64 * 8 * 7, **kw), whole)
+
+
+def test_block_sizes_respect_the_stated_bound():
+    from theory.dynamics import _block_floats, _blocks
+    for route in ("rho", "gradient"):
+        ca, cb = _blocks(256, 64, 256, 128, 50304, 2048, route, 2**30, 4)
+        assert _block_floats(ca, 64, cb, 128, 50304, 2048, route) * 4 <= 2**30
+        assert (ca, cb) != (256, 256) and ca >= 1 and cb >= 1
+        assert _blocks(8, 4, 8, 8, 100, 16, route, 2**30, 4) == (8, 8)      # fits: one block
 
 
 @given(D=st.integers(1, 8), A=st.integers(1, 4), B=st.integers(1, 4), L=st.integers(1, 5),
@@ -214,7 +280,7 @@ def test_llm_sized_eq5_float32(V, D, device):
     assert float((got - want).abs().max()) <= default_rtol(np.float32) * scale
 
 
-@given(**{k: v for k, v in problems.items() if k != "ref"}, route=st.sampled_from(["rho", "gradient"]))
+@given(**{k: v for k, v in problems.items() if k != "ref"}, route=st.sampled_from(["rho", "gradient", "loss_gradient"]))
 def test_reference_with_its_own_body_enters_as_ref_margins(V, D, A, B, K, L, overlap, peak, seed, route):
     """A real reference model has its own body: its hidden states differ from the policy's.
     Given as its own log-probability margins, Eq. 5 equals the autograd tangent of the DPO loss
