@@ -85,16 +85,21 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     from sims import cli
-    ap = cli.Parser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="llama3")
-    ap.add_argument("--tokens", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
+    from sims import inputs
+    ap = cli.Parser(prog="python -m sims.bench_dynamics", description=__doc__,
+                    formatter_class=cli.HelpFormatter)
+    ap.add_argument("--size", choices=sorted(SIZES), default="llama3", help="vocabulary and width preset")
+    ap.add_argument("--tokens", type=int, default=16, help="tokens per sequence")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per method (the median is reported)")
+    ap.add_argument("--device", default="cpu", help="torch device; must exist on this machine")
     ap.add_argument("--worker", choices=["closed_form", "oracle", "logits"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.tokens <= 0 or args.repeats <= 0:
-        raise cli.UsageError("--tokens and --repeats must be > 0")
+    inputs.check_number("tokens", args.tokens, inputs.POSITIVE)
+    inputs.check_number("repeats", args.repeats, inputs.POSITIVE)
+    inputs.check_device(args.device)
     V, D = SIZES[args.size]
+    # U, U_ref and the oracle's gradients (V x D float32 each), and the logits of 3 sequences
+    inputs.check_memory(4 * (6 * V * D + 9 * args.tokens * (V + D)), "this benchmark", args.device)
     if args.worker:
         print(json.dumps(worker(args.worker, V, D, args.tokens, args.repeats, args.device)))
         return 0

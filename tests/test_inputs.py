@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sims import bench_gd, dynamics, hamiltonian, inputs, theorem1, theorem2
+from sims import bench_dynamics, bench_eq5, bench_gd, dynamics, hamiltonian, inputs, theorem1, theorem2
 from sims.representations import load_pairs
 
 CLIS = {"theorem2": theorem2.main, "dynamics": dynamics.main, "theorem1": theorem1.main,
-        "hamiltonian": hamiltonian.main, "bench_gd": bench_gd.main}
+        "hamiltonian": hamiltonian.main, "bench_gd": bench_gd.main, "bench_eq5": bench_eq5.main}
+NO_OUT = {"bench_dynamics": bench_dynamics.main}   # prints only: no results folder
 
 
 def good_arrays(rng, n=6, D=4, unseen=True):
@@ -147,6 +148,15 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("bench_gd", ["--steps", "0"], "--steps must be > 0"),
     ("bench_gd", ["--repeats", "-1"], "--repeats must be > 0"),
     ("bench_gd", ["--steps", "1e3"], "invalid int value"),
+    ("bench_eq5", ["--sizes", "gpt5"], "--sizes must be a comma list"),
+    ("bench_eq5", ["--ab", "8,-1"], "--ab must be a comma list of positive integers"),
+    ("bench_eq5", ["--device", "cuda:3"], "--device cuda:3: no such device"),
+    ("bench_eq5", ["--budget-gib", "1e9"], "needs about"),
+    ("bench_eq5", ["--seed", "-2"], "--seed must be in"),
+    ("bench_dynamics", ["--tokens", "0"], "--tokens must be > 0"),
+    ("bench_dynamics", ["--device", "xpu"], "--device xpu: no such device"),
+    ("bench_dynamics", ["--size", "nope"], "invalid choice"),
+    ("bench_dynamics", ["--tokens", "100000000"], "needs about"),
 ]
 OUT_CASES = ["under_a_file", "proc", "nonempty"]
 
@@ -178,7 +188,8 @@ def test_bad_flag(workdir, capsys, cli, argv, needle):
         np.savez(workdir / "nounseen.npz", **good_arrays(np.random.default_rng(1), unseen=False))
         argv = [a if a != "NOUNSEEN" else str(workdir / "nounseen.npz") for a in argv]
     out = workdir / "out"
-    _one_line_exit_2(CLIS[cli]([*argv, "--out", str(out)]), capsys, needle)
+    main = CLIS.get(cli) or NO_OUT[cli]
+    _one_line_exit_2(main([*argv, "--out", str(out)] if cli in CLIS else argv), capsys, needle)
     _nothing_left(workdir, out)
 
 
