@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, theorem2
+from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, persona, theorem2
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,13 @@ RUNS = {
     "hamiltonian": Run("sims.hamiltonian"),
     "hamiltonian_1000": Run("sims.hamiltonian", ("--n-train", "1000", "--epochs", "40")),
     "bench_gd": Run("sims.bench_gd"),
+    "persona": Run("sims.persona"),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)
 DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynamics.draw),
-         "hamiltonian": ("hamiltonian", hamiltonian.draw)}
+         "hamiltonian": ("hamiltonian", hamiltonian.draw),
+         "persona": ("persona", persona.draw)}
 
 
 def command(name: str) -> str:
