@@ -74,3 +74,78 @@ def test_corpus_properties():
     vocab = set(pd.vocabulary(docs))
     assert {"yes", "certainly", "nope", "not", "really", "Yes", "No"} <= vocab
     assert len(pd.paraphrase_pairs(prompts["test"])) == 160
+
+
+# --------------------------------------------------------------------------- the simulation
+
+from sims import persona  # noqa: E402
+from theory.tolerance import assert_close  # noqa: E402
+
+TINY = ["--n-seeds", "1", "--n-docs", "200", "--pretrain-steps", "10", "--pretrain-batch", "16", "--d-model", "16", "--layers", "1",
+        "--heads", "2", "--n-train", "12", "--n-test", "6", "--n-shift", "6", "--epochs", "2",
+        "--eval-every", "1", "--batch", "8"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread (as the sim itself runs); two thrash on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_run_checks_exit_code_and_determinism(tmp_path):
+    code = persona.main([*TINY, "--out", str(tmp_path / "a")])
+    r = json.loads((tmp_path / "a/results.json").read_text())
+    failed = any(c["passed"] is False for c in r["checks"])
+    assert code == (1 if failed else 0)
+    # Theorem 2 holds at any size: one-token IM-RM on unseen answer tokens is exactly 1/2
+    thm2 = [c for c in r["checks"] if c["claim"].startswith("Theorem 2")][0]
+    assert thm2["passed"] is True and thm2["measured"] == [0.5, 1.0, 0.0]
+    eq5 = [c for c in r["checks"] if c["claim"].startswith("Eq. 5 (frozen")][0]
+    assert eq5["passed"] is True
+    table = r["summary"]["table"]
+    assert set(table) == {f"{k}/{v}" for k in persona.KINDS for v in persona.VARIANTS}
+    for key in table:
+        for split in persona.SPLITS:
+            assert 0 <= table[key][split]["accuracy"]["mean"] <= 1
+    h = r["per_seed"][0]["models"]["im_rm/full"]["history"]
+    assert [e["epoch"] for e in h] == [0, 1, 2]
+    assert h[0]["para_train"]["accuracy"] == 0.5 and h[0]["para_train"]["tie_fraction"] == 1.0   # r_IM(0) = 0
+    assert (tmp_path / "a/persona.png").exists()
+    persona.main([*TINY, "--out", str(tmp_path / "b")])
+    assert (tmp_path / "a/results.json").read_bytes() == (tmp_path / "b/results.json").read_bytes()
+
+
+def test_eq5_sign_prediction_against_autograd_on_the_trained_backbone():
+    """Eq. 5 (theory.dynamics.delta_r_im on the backbone's hidden states and U) against an
+    actual autograd GD step on U, float64, for every paraphrased response."""
+    torch.manual_seed(0)
+    config = persona.Config(n_docs=200, pretrain_steps=20, pretrain_batch=16, d_model=16, layers=1, heads=2, n_train=12,
+                            n_test=6, n_shift=6, probe_eta=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    data = persona.build_data(config, gen)
+    persona.YES_ID[:] = [data["vocab"].index["Yes"], data["vocab"].index["No"]]
+    backbone, _ = persona.pretrain(config, data["vocab"], data["corpus"], gen, lambda *_: None)
+    with torch.no_grad():         # move pi away from pi_ref so that g is not 1/2 everywhere
+        backbone.unembed.weight += 0.3 * torch.randn(backbone.U.shape, generator=gen)
+    ref64 = persona.reference_log_probs(backbone.double(), data)
+    probe = persona.eq5_probe(backbone.float(), data, ref64, config, "frozen")
+    pred, actual = probe["pred"], probe["actual"]
+    big = pred.abs() > 1e-3 * pred.abs().max()
+    assert big.float().mean() > 0.5
+    assert torch.equal(torch.sign(pred[big]), torch.sign(actual[big]))
+    assert_close(actual, pred, rtol=1e-4, err_msg="first order in probe_eta = 1e-6")   # O(eta) remainder
+
+
+@pytest.mark.parametrize("argv,needle", [(["--heads", "3"], "must divide --d-model"),
+                                         (["--variants", "full,nope"], "--variants must be"),
+                                         (["--agree-prob", "1.5"], "--agree-prob must be in [0, 1]"),
+                                         (["--n-train", "700"], "at most"),
+                                         (["--lr", "nan"], "--lr must be > 0")])
+def test_bad_flags(tmp_path, capsys, argv, needle):
+    assert persona.main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
