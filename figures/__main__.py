@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, theorem2
+from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, persona, theorem2
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,13 @@ RUNS = {
     "hf_bench": Run("sims.hf", ("bench", "--hidden", "1024", "--layers", "8", "--vocab", "32000",
                                 "--n-pairs", "8", "--length", "64")),
     "bench_eq5": Run("sims.bench_eq5"),
+    "persona": Run("sims.persona"),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)
 DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynamics.draw),
-         "hamiltonian": ("hamiltonian", hamiltonian.draw)}
+         "hamiltonian": ("hamiltonian", hamiltonian.draw),
+         "persona": ("persona", persona.draw)}
 
 
 def command(name: str) -> str:

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sims import bench_dynamics, bench_eq5, bench_gd, dynamics, hamiltonian, inputs, theorem1, theorem2
+from sims import (bench_dynamics, bench_eq5, bench_gd, dynamics, hamiltonian, inputs, persona, theorem1,
+                  theorem2)
 from sims.representations import load_pairs
 
 CLIS = {"theorem2": theorem2.main, "dynamics": dynamics.main, "theorem1": theorem1.main,
-        "hamiltonian": hamiltonian.main, "bench_gd": bench_gd.main, "bench_eq5": bench_eq5.main}
+        "hamiltonian": hamiltonian.main, "bench_gd": bench_gd.main, "bench_eq5": bench_eq5.main,
+        "persona": persona.main}
 NO_OUT = {"bench_dynamics": bench_dynamics.main}   # prints only: no results folder
 
 
@@ -153,6 +155,15 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("bench_eq5", ["--device", "cuda:3"], "--device cuda:3: no such device"),
     ("bench_eq5", ["--budget-gib", "1e9"], "needs about"),
     ("bench_eq5", ["--seed", "-2"], "--seed must be in"),
+    ("persona", ["--seed", "-1"], "--seed must be in"),
+    ("persona", ["--beta", "1e300"], "--beta must be in"),
+    ("persona", ["--lr", "nan"], "--lr must be a finite number > 0"),
+    ("persona", ["--variants", "full,full"], "--variants must be"),
+    ("persona", ["--variants", "full,nope"], "--variants must be"),
+    ("persona", ["--n-train", "700"], "at most"),
+    ("persona", ["--heads", "3"], "must divide --d-model"),
+    ("persona", ["--n-docs", "10000000000"], "needs about"),
+    ("persona", ["--agree-prob", "1.5"], "--agree-prob must be in [0, 1]"),
     ("bench_dynamics", ["--tokens", "0"], "--tokens must be > 0"),
     ("bench_dynamics", ["--device", "xpu"], "--device xpu: no such device"),
     ("bench_dynamics", ["--size", "nope"], "invalid choice"),
