@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sims.cli import UsageError, run_cli
 from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, persona, theorem2
 
 
@@ -68,7 +69,10 @@ def status(name: str) -> str:
     run_json = RESULTS / name / "run.json"
     if not (RESULTS / name / "results.json").is_file() or not run_json.is_file():
         return "missing"
-    meta = json.loads(run_json.read_text())
+    try:
+        meta = json.loads(run_json.read_text())
+    except ValueError:
+        return "stale: its run.json is not valid JSON"
     if meta.get("argv") != list(RUNS[name].argv):
         return f"stale: made by {meta.get('argv')}, the canonical command is {list(RUNS[name].argv)}"
     if meta.get("code_hash") != code_hash(RUNS[name].module):
@@ -85,7 +89,7 @@ def rerun(name: str) -> None:
         t0 = time.perf_counter()
         code = main([*r.argv, "--out", out])
         if code not in (0, 1):
-            raise SystemExit(f"error: `{command(name)}` failed with exit code {code}")
+            raise UsageError(f"`{command(name)}` failed with exit code {code}")
         dest = RESULTS / name
         dest.mkdir(parents=True, exist_ok=True)
         for f in ("results.json", "run.json", "arrays.npz"):
@@ -99,12 +103,21 @@ def rerun(name: str) -> None:
               + ("  (a check FAILED: see its results)" if code == 1 else ""))
 
 
+def _rel(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def draw(name: str) -> None:
     run, fn = DRAWN[name]
     path = RESULTS / run / "results.json"
     if not path.is_file():
-        raise SystemExit(f"error: {path.relative_to(ROOT)} is missing: run `python -m figures` to make it")
-    fn(json.loads(path.read_text()), FIGURES / name)
+        raise UsageError(f"{_rel(path)} is missing: run `python -m figures` to make it")
+    try:
+        results = json.loads(path.read_text())
+        fn(results, FIGURES / name)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UsageError(f"{_rel(path)} is not a valid {run} results file ({type(exc).__name__}: "
+                         f"{exc}); rebuild it with `python -m figures --rerun {run}`") from None
     print(f"{name}: figures/{name}.png, .pdf drawn from results/{run}/results.json")
 
 
@@ -118,6 +131,10 @@ def render() -> None:
 
 
 def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m figures", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("figures", nargs="*", metavar="FIGURE",
@@ -132,6 +149,10 @@ def main(argv=None) -> int:
         print(f"error: unknown name {bad[0]!r}; figures: {', '.join(DRAWN)}; runs: {', '.join(RUNS)}",
               file=sys.stderr)
         return 2
+    chosen = [flag for flag, on in (("--status", args.status), ("FIGURE names", bool(args.figures)),
+                                    ("--rerun", bool(args.rerun)), ("--no-runs", args.no_runs)) if on]
+    if len(chosen) > 1 and set(chosen) != {"--status"}:
+        raise UsageError(f"{' and '.join(chosen)} cannot be combined (see --help)")
     if args.status:
         for name in RUNS:
             print(f"{name:22} {status(name):12}  {command(name)}")
@@ -146,7 +167,10 @@ def main(argv=None) -> int:
                 rerun(name)
     for name in DRAWN:
         draw(name)
-    render()
+    try:
+        render()
+    except ledger.LedgerError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from sims import inputs
 from sims.inputs import RunError, UsageError  # noqa: F401  (re-exported: sims raise these)
 
-EXIT = {"passed": 0, "check_failed": 1, "usage": 2, "run_error": 3, "internal": 4, "interrupted": 130}
+EXIT = {"passed": 0, "check_failed": 1, "usage": 2, "run_error": 3, "internal": 4, "interrupted": 130,
+        "broken_pipe": 141}
 
 
 def field(default, help: str, check=None, message: str = ""):
@@ -74,7 +75,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     (flags whose default is None say in their help what happens instead)."""
 
     def _get_help_string(self, action):
-        if action.default is None:
+        if action.default is None or action.default == "":
             return action.help
         return super()._get_help_string(action)
 
@@ -156,6 +157,9 @@ def run_cli(main_body, argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT["interrupted"]
+    except BrokenPipeError:   # the reader (e.g. `| head`) closed stdout: stop quietly, as the shell does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT["broken_pipe"]
     except Exception as exc:  # noqa: BLE001  (a bug: one line unless asked for the traceback)
         if os.environ.get("RMGAP_TRACEBACK"):
             raise
@@ -200,7 +204,9 @@ def simulation_main(name: str, config_cls, run, description: str, argv=None, mod
         folder = plan_folder(name, out, force)
         print(f"config: {dataclasses.asdict(config)}")
         t0 = time.perf_counter()
-        results = run(config)
+        import numpy as np
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is checked
+            results = run(config)                                             # explicitly, by step
         inputs.check_results_finite(results)
         extra = results.pop("_run", {})
         folder = make_folder(folder, given=out is not None)

@@ -128,6 +128,15 @@ def check_out(out: str | None, force: bool) -> None:
     """--out names a folder that can be created (or an empty one, or any with --force)."""
     if out is None:
         return
+    if not out.strip():
+        raise UsageError("--out must name a folder (got an empty string)")
+    try:
+        _check_out(out, force)
+    except OSError as exc:    # e.g. a name too long for the file system
+        raise UsageError(f"--out {out[:60]}{'...' if len(out) > 60 else ''}: {exc.strerror or exc}") from None
+
+
+def _check_out(out: str, force: bool) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
@@ -216,6 +225,8 @@ def token_ids(name: str, a: np.ndarray, *, rows: int) -> np.ndarray:
         raise UsageError(f"{name} has shape {a.shape}, expected ({rows},): one token id per pair")
     if a.min() < 0:
         raise UsageError(f"{name} holds a negative token id ({int(a.min())})")
+    if int(a.max()) > 2**62:    # before the cast: a uint64 id above int64's range would wrap
+        raise UsageError(f"{name} holds a token id of {int(a.max())}, larger than any vocabulary")
     return a.astype(np.int64)
 
 
@@ -239,7 +250,16 @@ def check_results_finite(results: dict, where: str = "results") -> None:
 def check_out_file(out: str, force: bool, flag_name: str = "--out") -> Path:
     """--out names a file that can be written: not a folder, not existing unless `force`, its
     folder creatable (probed, as for check_out). Nothing is created."""
+    if not out.strip():
+        raise UsageError(f"{flag_name} must name a file (got an empty string)")
     path = Path(out)
+    try:
+        return _check_out_file(path, out, force, flag_name)
+    except OSError as exc:
+        raise UsageError(f"{flag_name} {out[:60]}: {exc.strerror or exc}") from None
+
+
+def _check_out_file(path: Path, out: str, force: bool, flag_name: str) -> Path:
     if path.is_dir():
         raise UsageError(f"{flag_name} {out} is a folder; give a file name")
     if path.exists() and not force:

@@ -35,7 +35,9 @@ class Config:
 
     def validate(self):
         if self.vocab ** self.length > 2_000_000:
-            raise UsageError(f"--vocab ** --length = {self.vocab ** self.length:.3g} responses; at most 2e6 are enumerated")
+            n = self.vocab ** self.length
+            size = f"{n:.3g}" if n < 10**300 else f"about 10^{len(str(n)) - 1}"
+            raise UsageError(f"--vocab ** --length = {size} responses; at most 2e6 are enumerated")
         if self.n_correct >= self.vocab ** self.length:
             raise UsageError("--n-correct must leave at least one incorrect response")
         ratio = self.delta / self.beta

@@ -51,7 +51,8 @@ class Config:
     prompt_similarity: float = field(0.5, "cosine between different prompts' representations",
                                      in_range(0, 1, closed_hi=False))
     init_scale: float = field(1.0, "scale of the reference unembedding U_ref = U(0)", NONNEGATIVE_FINITE)
-    beta: float = field(0.1, "IM-RM temperature beta", POSITIVE_FINITE)
+    beta: float = field(0.1, "IM-RM temperature beta (IM-RM steps use lr / beta^2: outside [1e-8, 1e8] they "
+                        "overflow or vanish)", in_range(1e-8, 1e8))
     lr: float = field(1.0, "learning rate eta (IM-RM steps use eta / beta^2)", POSITIVE_FINITE)
     steps: int = field(2000, "gradient steps", POSITIVE)
     step_rule: str = field("normalized", f"step size rule: {' or '.join(STEP_RULES)} (sims/training.py)",
@@ -355,7 +356,7 @@ def log_table(results, log):
     predictions = {("ex_rm", "train"): "1 (u* separates)",
                    ("ex_rm", "seen_tokens"): f"u*: {mm['seen_tokens_accuracy']:.3f}",
                    ("ex_rm", "unseen_tokens"): f"u*: {mm['unseen_tokens_accuracy']:.3f}" if mm["unseen_tokens_accuracy"] is not None else "",
-                   ("im_rm", "train"): "1 (separable)",
+                   ("im_rm", "train"): "-> 1 as steps grow (separable)",
                    ("im_rm", "seen_tokens"): "moves with <h_xbar, h_x>",
                    ("im_rm", "unseen_tokens"): "0.500, all ties"}
     log(f"{'model':6} {'split':14} {'accuracy':>8} {'ties':>6} {'mean margin':>12} {'norm. margin':>12}   Theorem 2 predicts")

@@ -46,6 +46,7 @@ def _files(tmp_path):
         "huge_h": swap(train_h_chosen=np.full((6, 4), 1e307)),
         "nan_h": swap(seen_tokens_h_prompt=np.full((6, 4), np.nan)),
         "huge_token_id": swap(train_y_chosen=np.full(6, 10**13)),
+        "uint64_token_id": swap(train_y_chosen=np.full(6, 2**63 + 4, dtype=np.uint64)),
         "negative_token_id": swap(train_y_rejected=-np.ones(6, dtype=int)),
         "zero_width": {k: (v[:, :0] if v.ndim == 2 else v) for k, v in g.items()},
         "zero_pairs": {k: v[:0] for k, v in g.items()},
@@ -80,6 +81,7 @@ FILE_CASES = [  # (file, what the one line must say)
     ("huge_h", "overflow float64"),
     ("nan_h", "seen_tokens_h_prompt contains NaN or Inf"),
     ("huge_token_id", "the vocabulary implied by the largest token id"),
+    ("uint64_token_id", "larger than any vocabulary"),
     ("negative_token_id", "train_y_rejected holds a negative token id"),
     ("zero_width", "train_h_prompt is empty"),
     ("zero_pairs", "train_h_prompt is empty"),
@@ -99,8 +101,8 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("theorem2", ["--seed", "-1"], "--seed must be in 0 .."),
     ("theorem2", ["--seed", "4294967295", "--n-seeds", "2"], "--seed + --n-seeds"),
     ("theorem2", ["--lr", "0"], "--lr must be a finite number > 0"),
-    ("theorem2", ["--beta", "nan"], "--beta must be a finite number > 0"),
-    ("theorem2", ["--beta", "inf"], "--beta must be a finite number > 0"),
+    ("theorem2", ["--beta", "nan"], "--beta must be in"),
+    ("theorem2", ["--beta", "inf"], "--beta must be in"),
     ("theorem2", ["--dim", "-3"], "--dim must be > 0"),
     ("theorem2", ["--steps", "ten"], "--steps: invalid int value"),
     ("theorem2", ["--n-train", "1e9"], "--n-train: invalid int value"),
@@ -121,6 +123,7 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("theorem2", ["--init-scale", "1e200"], "logits overflow float64"),
     ("theorem2", ["--token-noise", "1e30", "--dtype", "float32"], "logits overflow float32"),
     ("theorem2", ["--unseen-tokens", "--representations", "NOUNSEEN"], "no unseen_tokens split"),
+    ("theorem2", ["--beta", "1e300"], "--beta must be in [1e-08, 1e+08]"),
     ("dynamics", ["--seed", "-1"], "--seed must be in"),
     ("dynamics", ["--eta", "0"], "--eta must be a finite number > 0"),
     ("dynamics", ["--vocab-size", "1"], "--vocab-size must be >= 2"),
@@ -136,6 +139,7 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("theorem1", ["--vocab", "2000000", "--length", "1"], "needs about"),
     ("theorem1", ["--n-correct", "8", "--vocab", "2", "--length", "3"], "at least one incorrect"),
     ("theorem1", ["--delta", "1e30"], "--delta / --beta"),
+    ("theorem1", ["--length", "600"], "about 10^"),
     ("theorem1", ["--beta", "1e30"], "--delta / --beta"),
     ("theorem1", ["--peak", "1e30"], "underflows float64"),
     ("hamiltonian", ["--seed", "-1"], "--seed must be in"),
@@ -169,7 +173,7 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("bench_dynamics", ["--size", "nope"], "invalid choice"),
     ("bench_dynamics", ["--tokens", "100000000"], "needs about"),
 ]
-OUT_CASES = ["under_a_file", "proc", "nonempty"]
+OUT_CASES = ["under_a_file", "proc", "nonempty", "empty_name", "too_long"]
 
 
 def _one_line_exit_2(code, capsys, needle):
@@ -218,8 +222,10 @@ def test_bad_out(workdir, capsys, cli, case):
     (workdir / "file").write_text("x")
     (workdir / "full").mkdir()
     (workdir / "full" / "keep").write_text("x")
-    out = {"under_a_file": "file/sub", "proc": "/proc/rmgap/x", "nonempty": "full"}[case]
-    needle = {"under_a_file": "is a file", "proc": "cannot create", "nonempty": "--force"}[case]
+    out = {"under_a_file": "file/sub", "proc": "/proc/rmgap/x", "nonempty": "full", "empty_name": "",
+           "too_long": "x" * 300}[case]
+    needle = {"under_a_file": "is a file", "proc": "cannot create", "nonempty": "--force",
+              "empty_name": "empty string", "too_long": "too long"}[case]
     _one_line_exit_2(CLIS[cli](["--out", out]), capsys, needle)
     assert not (workdir / "runs").exists() and (workdir / "full" / "keep").read_text() == "x"
 
@@ -245,6 +251,24 @@ def test_a_file_split_is_evaluated_and_sizes_are_the_files(workdir, capsys):
     np.savez(workdir / "g.npz", **good_arrays(rng, unseen=False))
     assert theorem2.main(["--representations", str(workdir / "g.npz"), "--steps", "50", "--out", "p"]) == 0
     assert "not evaluated: unseen_tokens (the file has no such split)" in capsys.readouterr().out
+
+
+def test_figures_reads_broken_results_as_one_line(tmp_path, capsys, monkeypatch):
+    import figures.__main__ as fm
+    monkeypatch.setattr(fm, "RESULTS", tmp_path)
+    monkeypatch.setattr(fm, "FIGURES", tmp_path)
+    (tmp_path / "theorem2").mkdir()
+    for text in ("{not json", "{}"):
+        (tmp_path / "theorem2" / "results.json").write_text(text)
+        _one_line_exit_2(fm.main(["theorem2"]), capsys, "is not a valid theorem2 results file")
+
+
+def test_closed_stdout_stops_quietly():
+    """`python -m sims.theorem1 | head -1`: no traceback when the reader stops early."""
+    done = subprocess.run(f"{sys.executable} -m sims.theorem1 --out /dev/null/x | head -c0; "
+                          f"{sys.executable} -m figures --status | head -1", shell=True,
+                          capture_output=True, text=True)
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_failed_check_exits_1_and_still_writes(workdir):
