@@ -34,6 +34,10 @@ from theory.backend import asarray_like, namespace, to_numpy
 
 METHODS = ("active_set", "qp")
 CERTIFICATE_TOL = 1e-9     # every relative KKT residual and the duality gap of an answer
+RIDGE = 1e-13              # added to a singular K_SS, times its mean diagonal
+# Pairs count as not separable when no separator can have a margin above this times max ||z_i||
+# (a separator that thin would have ||u*|| > 1e8 / max ||z_i||, beyond what float64 certifies).
+NOT_SEPARABLE_TOL = 1e-8
 
 
 class NotSeparableError(ValueError):
@@ -153,24 +157,45 @@ class _Handover(Exception):
 
 def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12):
     """Exact solution of  min 1/2 a^T G a - 1^T a,  a >= 0  (G = K_WW) by the primal-dual
-    active-set iteration, started from `a`. Returns a (|W|,). Raises _Handover."""
+    active-set iteration, started from `a`. Returns a (|W|,).
+
+    A singular K_SS (dependent support vectors, or a dual unbounded because the pairs are not
+    separable) gets a ridge RIDGE * mean(diag G) and the iteration goes on; the caller judges
+    the answer (certificate, or the separability bound of `_separability_bound`). Raises
+    _Handover when the iteration cycles, or NotSeparableError when a ridge-solve shows that
+    no separator of W has a margin above NOT_SEPARABLE_TOL * max ||z_i||."""
     import scipy.linalg as sl
     d = np.diag(G).copy()                                          # scales a against the margins
     if d.min() <= 0:
         raise _Handover("a zero difference z_i")
+    ridge = 0.0
     slack = G @ a - 1.0                                            # margins - 1 on W
     S = a * d - slack > 0
     for _ in range(max_iter):
         idx = np.flatnonzero(S)
         a = np.zeros_like(a)
+        if idx.size == 0:
+            raise _Handover("empty active set")
+        G_SS = G[np.ix_(idx, idx)]
         try:
-            factor = sl.cho_factor(G[np.ix_(idx, idx)], check_finite=False)
+            if ridge:
+                G_SS[np.diag_indices_from(G_SS)] += ridge
+            factor = sl.cho_factor(G_SS, check_finite=False)
+            pivots = np.abs(np.diag(factor[0])) ** 2
+            if not ridge and pivots.min() <= RIDGE * pivots.max():   # singular to rounding
+                raise np.linalg.LinAlgError
+            a[idx] = sl.cho_solve(factor, np.ones(idx.size), check_finite=False)
+            if not np.all(np.isfinite(a)):
+                raise np.linalg.LinAlgError
         except (np.linalg.LinAlgError, ValueError):
-            raise _Handover("K_SS is singular") from None
-        a[idx] = sl.cho_solve(factor, np.ones(idx.size), check_finite=False)
-        if not np.all(np.isfinite(a)):
-            raise _Handover("K_SS is singular")
-        slack = G @ a - 1.0
+            if ridge:
+                raise _Handover("K_SS is singular even with a ridge") from None
+            ridge = RIDGE * d.mean()
+            continue
+        Ga = G @ a
+        slack = Ga - 1.0
+        if ridge and a.min() >= 0 and np.sqrt(max(a @ Ga, 0.0)) <= NOT_SEPARABLE_TOL * np.sqrt(d.max()) * a.sum():
+            return a        # numerically non-separable: the caller checks the bound from Z
         if a.min() >= 0 and slack.min() >= -tol:
             return a
         S = a * d - slack > 0
@@ -183,7 +208,8 @@ def _max_margin_active_set(Z, *, initial_working_set: int = 512, feasibility_tol
     n, _ = Z.shape
     norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))                   # (n,)
     if norms.min() == 0:
-        raise _Handover("a zero difference z_i")
+        raise NotSeparableError(f"the training differences z_i are not linearly separable through the origin: "
+                                f"z_{int(np.argmin(norms))} = 0, so <u, z_i> = 0 < 1 for every u")
     # Seed W with the pairs least aligned with the mean difference (the likely support).
     score = (Z @ Z.mean(axis=0)) / norms
     W = np.argsort(score)[: min(n, initial_working_set)]
@@ -193,6 +219,13 @@ def _max_margin_active_set(Z, *, initial_working_set: int = 512, feasibility_tol
     for _ in range(max_rounds):
         a = _restricted_dual(G, a)
         u = ZW.T @ a                                               # (D,)
+        # Weak duality: every unit w has min_i <w, z_i> <= <w, Z_W^T a> / sum a <= this bound.
+        bound = np.linalg.norm(u) / a.sum()
+        if a.min() >= 0 and bound <= NOT_SEPARABLE_TOL * norms.max():
+            raise NotSeparableError(
+                f"the training differences z_i are not linearly separable through the origin: "
+                f"dual weights on {np.count_nonzero(a)} of them show that any separator would have "
+                f"margin <= {bound / norms.max():.1e} x max ||z_i||")
         m = Z @ u                                                  # (n,) margins
         violated = np.flatnonzero(m < 1.0 - feasibility_tol)
         if violated.size == 0:
