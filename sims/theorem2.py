@@ -23,6 +23,7 @@ from sims import cli
 from sims.cli import UsageError, field, positive
 from sims.representations import SPLITS, load_pairs, synthetic
 from sims.training import STEP_RULES, DivergenceError, check_finite, train_ex_rm, train_im_rm
+from theory import threads
 from theory.backend import asarray_like, namespace, to_numpy
 from theory.tolerance import tie_tolerance
 from theory.gradients import token_difference
@@ -143,7 +144,15 @@ def _cos_gap(u, u_star):
 
 
 def run(config: Config, log=print) -> dict:
-    """Train, evaluate and check; returns the results dict written to results.json."""
+    """Train, evaluate and check; returns the results dict written to results.json.
+    Threads are chosen by the size of the largest operation, the IM-RM logits (S, n, V, D):
+    one for the default problem, so a busy machine does not stall it (theory/threads.py)."""
+    size = config.n_seeds * max(config.n_train, config.n_test) * config.vocab_size * config.dim
+    with threads.limit(threads.for_work(size)):
+        return _run(config, log)
+
+
+def _run(config: Config, log=print) -> dict:
     if config.representations:
         try:
             problem = load_pairs(config.representations)

@@ -5,9 +5,9 @@ factorisation split over every core collapses: OpenBLAS's threads wait on each o
 every panel while the other process holds a core. Measured on a 2-core machine with one
 competing process: a 1800 x 1800 Cholesky took 0.07 s on one thread and 0.35-2.0 s on two;
 a 4096 x 2000 QR 23 s. Work this small gains little from a second thread even when idle, so
-it gets one; only work of at least WORK_PER_THREAD multiply-adds per thread is split.
+it gets one; only an operation of at least WORK_PER_THREAD multiply-adds per thread is split.
 
-    with threads.limit(threads.for_work(n * D * min(n, D))):
+    with threads.limit(threads.for_work(n * D * min(n, D))):   # the largest single operation
         ...   # NumPy/SciPy BLAS (threadpoolctl) and torch intra-op threads, restored on exit
 
 `RMGAP_THREADS` (an integer) overrides the choice, for benchmarking.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-WORK_PER_THREAD = 2e11     # multiply-adds: ~5 s on one core; below it one thread is the choice
+WORK_PER_THREAD = 1e11     # multiply-adds of one operation: ~3 s on one core; below it, one thread
 
 
 def available_cores() -> int:
@@ -28,7 +28,8 @@ def available_cores() -> int:
 
 
 def for_work(multiply_adds: float) -> int:
-    """Threads for a job of `multiply_adds`: 1 for small work, at most the available cores."""
+    """Threads for a job whose largest operation costs `multiply_adds`: 1 for small work, at
+    most the available cores."""
     override = os.environ.get("RMGAP_THREADS", "").strip()
     if override:
         return max(1, int(override))
