@@ -44,6 +44,9 @@ RUNS = {
     "hamiltonian": Run("sims.hamiltonian"),
     "hamiltonian_1000": Run("sims.hamiltonian", ("--n-train", "1000", "--epochs", "40")),
     "bench_gd": Run("sims.bench_gd"),
+    "bench_max_margin": Run("sims.bench_max_margin"),
+    "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
+    "bench_busy": Run("sims.bench_busy"),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)

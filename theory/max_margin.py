@@ -259,7 +259,10 @@ def max_margin(Z, *, method: str = "active_set", feasibility_tol: float = 1e-7,
     if not np.all(np.isfinite(Z)):
         raise ValueError("Z contains NaN or Inf")
     n, D = Z.shape
-    with threads.limit(threads.for_work(float(n) * D * min(n, D))):
+    # The largest operation: a Gram matrix / Cholesky of about min(n, D) support vectors
+    # (active set), or the QR of Z^T (qp).
+    work = float(min(n, D)) ** 2 * D if method == "active_set" else float(n) * D * min(n, D)
+    with threads.limit(threads.for_work(work)):
         cert = None
         if method == "active_set":
             try:
