@@ -11,14 +11,21 @@ margin is below 1 and out of it every pair whose a_i < 0, until the guess reprod
 Then the margins of all n pairs are computed (one product Z u); violated pairs join W and
 the next round starts from the current a. Each round's answer is exact (a linear solve, not
 an iterative tolerance), so the separator comes out at rounding level, certificate
-included; only K_WW for the working set is ever formed, never the n x n Gram matrix.
+included. Only K_WW for the working set is formed (the n x n Gram matrix only when more than
+half the pairs are needed).
+
+Non-separable data: the dual is unbounded, and a restricted solve yields weights a >= 0 with
+||Z^T a|| / sum a at rounding level. By weak duality every unit w has
+min_i <w, z_i> <= <w, Z^T a> / sum a <= ||Z^T a|| / sum a, so no separator has a margin above
+that bound: below NOT_SEPARABLE_TOL * max ||z_i|| we raise NotSeparableError, naming it. A
+singular K_SS (dependent support vectors, or |S| > rank Z) gets a tiny ridge.
 
 Fallback ("qp", also selectable): cvxpy (Clarabel) on the working set in the smaller of two
 equivalent coordinates (D > n: Z^T = Q R, solve for w = Q^T u), then an active-set polish.
-The active-set method hands over to it whenever it cannot finish exactly: a singular K_SS
-(duplicated or dependent support vectors, or non-separable data, where the dual is
-unbounded), a cycle, or a certificate above CERTIFICATE_TOL. The QP decides separability:
-infeasible data raise NotSeparableError, never a silent soft-margin answer.
+The active-set method hands over to it whenever it cannot finish exactly (an iteration that
+does not settle, which happens on some low-dimensional problems, or a certificate above
+CERTIFICATE_TOL). The QP reports infeasible data as NotSeparableError too: never a silent
+soft-margin answer.
 
 The answer carries a certificate (KKT residuals, duality gap) computed from Z, u*, a alone,
 so a test can verify it without trusting the solver.
@@ -160,10 +167,9 @@ def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12):
     active-set iteration, started from `a`. Returns a (|W|,).
 
     A singular K_SS (dependent support vectors, or a dual unbounded because the pairs are not
-    separable) gets a ridge RIDGE * mean(diag G) and the iteration goes on; the caller judges
-    the answer (certificate, or the separability bound of `_separability_bound`). Raises
-    _Handover when the iteration cycles, or NotSeparableError when a ridge-solve shows that
-    no separator of W has a margin above NOT_SEPARABLE_TOL * max ||z_i||."""
+    separable) gets a ridge RIDGE * mean(diag G) and the iteration goes on; it also stops at
+    a >= 0 whose margin bound sqrt(a^T G a) / sum a is below NOT_SEPARABLE_TOL * max ||z_i||
+    (the caller re-checks that bound from Z). Raises _Handover when it does not settle."""
     import scipy.linalg as sl
     d = np.diag(G).copy()                                          # scales a against the margins
     if d.min() <= 0:
