@@ -9,8 +9,9 @@ Side by side in one run, on the same differences z_i (float64):
   * the official formulation: cvxopt QP  min 1/2 u^T u  s.t.  Z u >= 1  (P = I_D, no bias).
 Cases at D = --dim: "structured" = the training differences of sims.representations.synthetic
 with the Theorem 2 settings (sims.theorem2 defaults, n_train = n); "no_shared_direction" =
-Gaussian differences N(0, I/D), which are separable for n < 2D and not beyond (Cover), so at
-n = 20000, D = 4096 ours must say so while liblinear silently returns a soft-margin vector.
+Gaussian differences N(0, I/D), separable for n < 2D; "not_separable" = the same at D = n/4,
+where no separator exists (Cover): ours must say so while liblinear silently returns a
+soft-margin vector. --large adds the structured case at n = --large-n.
 Reports median seconds over rounds, the ratios to ours, and agreement with our certified u*
 (1 - cos, relative margin difference, a peer's violation max(0, 1 - min_i <u, z_i>)).
 A peer that is not installed (pip install -e ".[bench]") is skipped with a note.
@@ -40,7 +41,7 @@ class BenchConfig:
     seed: int = field(0, "seed of the synthetic differences")
     dim: int = field(4096, "hidden dimension D of the synthetic cases", positive, "must be > 0")
     n: int = field(2000, "pairs n of the default cases", positive, "must be > 0")
-    large: bool = field(False, "also n = --large-n (minutes; the no-shared-direction case is not separable there)")
+    large: bool = field(False, "also the structured case at n = --large-n")
     large_n: int = field(20000, "pairs of the --large cases", positive, "must be > 0")
     rounds: int = field(3, "timed runs of ours and liblinear (the median is reported)", positive, "must be > 0")
     qp_rounds: int = field(1, "timed runs of the cvxopt QP (tens of seconds each)", lambda v: v >= 0, "must be >= 0")
@@ -151,11 +152,12 @@ def bench_case(name, Z, config, log):
 
 def run(config: BenchConfig, log=print) -> dict:
     D = config.dim
+    d_ns = max(1, config.n // 4)                # n = 4 D > 2 D: not separable (Cover)
     cases = {f"structured_n{config.n}": lambda: structured(config.n, D, config.seed),
-             f"no_shared_direction_n{config.n}": lambda: no_shared_direction(config.n, D, config.seed)}
+             f"no_shared_direction_n{config.n}": lambda: no_shared_direction(config.n, D, config.seed),
+             "not_separable": lambda: no_shared_direction(config.n, d_ns, config.seed)}
     if config.large:
         cases[f"structured_n{config.large_n}"] = lambda: structured(config.large_n, D, config.seed)
-        cases[f"no_shared_direction_n{config.large_n}"] = lambda: no_shared_direction(config.large_n, D, config.seed)
     if config.representations:
         try:
             t = load_pairs(config.representations).splits["train"]
