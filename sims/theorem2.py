@@ -148,6 +148,8 @@ def run(config: Config, log=print) -> dict:
     Threads are chosen by the size of the largest operation, the IM-RM logits (S, n, V, D):
     one for the default problem, so a busy machine does not stall it (theory/threads.py)."""
     size = config.n_seeds * max(config.n_train, config.n_test) * config.vocab_size * config.dim
+    if config.backend == "torch":
+        import torch  # noqa: F401  before the limit, so that it sets torch's threads too
     with threads.limit(threads.for_work(size)):
         return _run(config, log)
 
