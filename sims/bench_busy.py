@@ -23,6 +23,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import sims.bench_max_margin  # noqa: F401  the jobs run this code in subprocesses: imported so that
+import sims.theorem2  # noqa: F401          the run's code hash (sims.provenance) covers it
 from sims import cli
 from sims.cli import field, positive
 from theory.threads import available_cores
