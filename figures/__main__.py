@@ -50,6 +50,9 @@ RUNS = {
                                 "--n-pairs", "8", "--length", "64")),
     "bench_eq5": Run("sims.bench_eq5"),
     "persona": Run("sims.persona"),
+    "bench_max_margin": Run("sims.bench_max_margin"),
+    "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
+    "bench_busy": Run("sims.bench_busy"),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)

@@ -23,6 +23,7 @@ from sims.cli import field, positive
 from sims.representations import synthetic
 from sims.theorem2 import Config
 from sims.training import train_ex_rm, train_im_rm
+from theory import threads
 from theory.gradients import token_difference
 from theory.rewards import bt_loss, ex_rm_reward, im_rm_reward
 
@@ -76,6 +77,13 @@ class BenchConfig:
 
 
 def run(config: BenchConfig, log=print) -> dict:
+    """Threads chosen by problem size, as sims.theorem2 does (theory/threads.py)."""
+    c = Config()
+    with threads.limit(threads.for_work(c.n_seeds * max(c.n_train, c.n_test) * c.vocab_size * c.dim)):
+        return _run(config, log)
+
+
+def _run(config: BenchConfig, log=print) -> dict:
     problem_config = Config()
     data = problem(problem_config)
     S = problem_config.n_seeds

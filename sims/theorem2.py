@@ -25,6 +25,7 @@ from sims.inputs import (NONNEGATIVE_FINITE, POSITIVE, POSITIVE_FINITE, SEED, SE
                          in_range, one_of)
 from sims.representations import SPLITS, load_pairs, synthetic
 from sims.training import STEP_RULES, DivergenceError, check_finite, train_ex_rm, train_im_rm
+from theory import threads
 from theory.backend import asarray_like, namespace, to_numpy
 from theory.tolerance import tie_tolerance
 from theory.gradients import token_difference
@@ -171,7 +172,17 @@ def _cos_gap(u, u_star):
 
 
 def run(config: Config, log=print) -> dict:
-    """Train, evaluate and check; returns the results dict written to results.json."""
+    """Train, evaluate and check; returns the results dict written to results.json.
+    Threads are chosen by the size of the largest operation, the IM-RM logits (S, n, V, D):
+    one for the default problem, so a busy machine does not stall it (theory/threads.py)."""
+    size = config.n_seeds * max(config.n_train, config.n_test or 0) * config.vocab_size * config.dim
+    if config.backend == "torch":
+        import torch  # noqa: F401  before the limit, so that it sets torch's threads too
+    with threads.limit(threads.for_work(size)):
+        return _run(config, log)
+
+
+def _run(config: Config, log=print) -> dict:
     if config.representations:
         problem = load_pairs(config.representations, config.dtype)    # validated by Config
     else:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sims import (bench_dynamics, bench_eq5, bench_gd, dynamics, hamiltonian, inputs, persona, theorem1,
-                  theorem2)
+from sims import (bench_busy, bench_dynamics, bench_eq5, bench_gd, bench_max_margin, dynamics, hamiltonian,
+                  inputs, persona, theorem1, theorem2)
 from sims.representations import load_pairs
 
 CLIS = {"theorem2": theorem2.main, "dynamics": dynamics.main, "theorem1": theorem1.main,
         "hamiltonian": hamiltonian.main, "bench_gd": bench_gd.main, "bench_eq5": bench_eq5.main,
-        "persona": persona.main}
+        "persona": persona.main, "bench_max_margin": bench_max_margin.main, "bench_busy": bench_busy.main}
 NO_OUT = {"bench_dynamics": bench_dynamics.main}   # prints only: no results folder
 
 
@@ -168,6 +168,13 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("persona", ["--heads", "3"], "must divide --d-model"),
     ("persona", ["--n-docs", "10000000000"], "needs about"),
     ("persona", ["--agree-prob", "1.5"], "--agree-prob must be in [0, 1]"),
+    ("bench_max_margin", ["--seed", "-1"], "--seed must be in"),
+    ("bench_max_margin", ["--dim", "0"], "--dim must be > 0"),
+    ("bench_max_margin", ["--n", "10000000"], "needs about"),
+    ("bench_max_margin", ["--representations", "nope.npz"], "no such file"),
+    ("bench_max_margin", ["--qp-rounds", "-1"], "--qp-rounds must be >= 0"),
+    ("bench_busy", ["--rounds", "0"], "--rounds must be > 0"),
+    ("bench_busy", ["--competitors", "-1"], "--competitors must be > 0"),
     ("bench_dynamics", ["--tokens", "0"], "--tokens must be > 0"),
     ("bench_dynamics", ["--device", "xpu"], "--device xpu: no such device"),
     ("bench_dynamics", ["--size", "nope"], "invalid choice"),

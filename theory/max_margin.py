@@ -1,14 +1,31 @@
 """The hard-margin separator that gradient descent on EX-RM converges to (Theorem 2).
 
     u* = argmin ||u||^2  s.t.  <u, z_i> >= 1  for all i        (no bias)
-    dual:  max_a  sum_i a_i - 1/2 ||sum_i a_i z_i||^2,  a >= 0;   u* = sum_i a_i z_i
+    dual:  max_a  sum_i a_i - 1/2 a^T K a,  a >= 0,  K = Z Z^T;   u* = Z^T a
 
-Solved with cvxpy (Clarabel) in the smaller of two equivalent coordinates: u* lies in the
-row space of Z, so when D > n we write Z^T = Q R and solve for w = Q^T u (n unknowns);
-when n >= D we solve for u directly (D unknowns). Constraints enter by a working set: solve
-on the pairs with the smallest margins, add every violated pair, repeat. Each round solves a
-relaxation, so the first solution feasible for all pairs is the optimum of the whole
-problem; with few support vectors (the structured case) only a few small QPs are solved.
+Default method ("active_set"): an exact active-set solve of the dual on a working set of
+pairs. On a working set W (the pairs with the smallest margins to begin with) the dual is
+solved by the primal-dual active-set (semismooth Newton) iteration: guess the support S,
+solve K_SS a_S = 1 (a Cholesky factorisation, |S| <= rank Z), move to S every pair whose
+margin is below 1 and out of it every pair whose a_i < 0, until the guess reproduces itself.
+Then the margins of all n pairs are computed (one product Z u); violated pairs join W and
+the next round starts from the current a. Each round's answer is exact (a linear solve, not
+an iterative tolerance), so the separator comes out at rounding level, certificate
+included. Only K_WW for the working set is formed (the n x n Gram matrix only when more than
+half the pairs are needed).
+
+Non-separable data: the dual is unbounded, and a restricted solve yields weights a >= 0 with
+||Z^T a|| / sum a at rounding level. By weak duality every unit w has
+min_i <w, z_i> <= <w, Z^T a> / sum a <= ||Z^T a|| / sum a, so no separator has a margin above
+that bound: below NOT_SEPARABLE_TOL * max ||z_i|| we raise NotSeparableError, naming it. A
+singular K_SS (dependent support vectors, or |S| > rank Z) gets a tiny ridge.
+
+Fallback ("qp", also selectable): cvxpy (Clarabel) on the working set in the smaller of two
+equivalent coordinates (D > n: Z^T = Q R, solve for w = Q^T u), then an active-set polish.
+The active-set method hands over to it whenever it cannot finish exactly (an iteration that
+does not settle, which happens on some low-dimensional problems, or a certificate above
+CERTIFICATE_TOL). The QP reports infeasible data as NotSeparableError too: never a silent
+soft-margin answer.
 
 The answer carries a certificate (KKT residuals, duality gap) computed from Z, u*, a alone,
 so a test can verify it without trusting the solver.
@@ -19,7 +36,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theory import threads
 from theory.backend import asarray_like, namespace, to_numpy
+
+METHODS = ("active_set", "qp")
+CERTIFICATE_TOL = 1e-9     # every relative KKT residual and the duality gap of an answer
+RIDGE = 1e-13              # added to a singular K_SS, times its mean diagonal
+# Pairs count as not separable when no separator can have a margin above this times max ||z_i||
+# (a separator that thin would have ||u*|| > 1e8 / max ||z_i||, beyond what float64 certifies).
+NOT_SEPARABLE_TOL = 1e-8
 
 
 class NotSeparableError(ValueError):
@@ -37,6 +62,7 @@ class MaxMarginResult:
     margin: float             # geometric margin 1 / ||u*|| = min_i <u*, z_i> / ||u*||
     support: np.ndarray       # support vectors: active constraints (<u*, z_i> = 1) with a_i > 0
     certificate: dict         # see `certificate`
+    method: str = "active_set"  # the method that produced the answer ("qp" after a fallback)
 
 
 def certificate(Z, u, alpha) -> dict:
@@ -104,17 +130,9 @@ def _polish(Z, u, alpha, active_tol: float = 1e-6, rounds: int = 20):
     return u, alpha
 
 
-def max_margin(Z, *, feasibility_tol: float = 1e-7, initial_working_set: int = 128,
-               max_rounds: int = 100) -> MaxMarginResult:
-    """Hard-margin separator of the rows of Z (n, D), any backend; returns NumPy arrays.
-
-    Raises NotSeparableError when no separator exists, SolverError when the solver fails.
-    """
-    Z = np.asarray(to_numpy(Z), dtype=np.float64)
-    if Z.ndim != 2 or Z.shape[0] == 0:
-        raise ValueError(f"Z must be a non-empty (n, D) matrix, got shape {Z.shape}")
-    if not np.all(np.isfinite(Z)):
-        raise ValueError("Z contains NaN or Inf")
+def _max_margin_qp(Z, *, feasibility_tol: float = 1e-7, initial_working_set: int = 128,
+                   max_rounds: int = 100):
+    """The cvxpy (Clarabel) working-set solve plus polish (module docstring). Z float64 (n, D)."""
     n, D = Z.shape
     if D > n:  # u* is in the row space of Z: n unknowns instead of D
         Q, R = np.linalg.qr(Z.T)                                   # Z^T = Q R, Q (D, n)
@@ -137,11 +155,144 @@ def max_margin(Z, *, feasibility_tol: float = 1e-7, initial_working_set: int = 1
     alpha = np.zeros(n)
     alpha[rows] = np.maximum(lam, 0.0)   # the objective is 1/2||w||^2: a = lambda
     u = w if Q is None else Q @ w
-    u, alpha = _polish(Z, u, alpha)
+    return _polish(Z, u, alpha)
+
+
+class _Handover(Exception):
+    """The active-set method cannot finish exactly; the QP takes over (module docstring)."""
+
+
+def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12):
+    """Exact solution of  min 1/2 a^T G a - 1^T a,  a >= 0  (G = K_WW) by the primal-dual
+    active-set iteration, started from `a`. Returns a (|W|,).
+
+    A singular K_SS (dependent support vectors, or a dual unbounded because the pairs are not
+    separable) gets a ridge RIDGE * mean(diag G) and the iteration goes on; it also stops at
+    a >= 0 whose margin bound sqrt(a^T G a) / sum a is below NOT_SEPARABLE_TOL * max ||z_i||
+    (the caller re-checks that bound from Z). Raises _Handover when it does not settle."""
+    import scipy.linalg as sl
+    d = np.diag(G).copy()                                          # scales a against the margins
+    if d.min() <= 0:
+        raise _Handover("a zero difference z_i")
+    ridge = 0.0
+    slack = G @ a - 1.0                                            # margins - 1 on W
+    S = a * d - slack > 0
+    for _ in range(max_iter):
+        idx = np.flatnonzero(S)
+        a = np.zeros_like(a)
+        if idx.size == 0:
+            raise _Handover("empty active set")
+        G_SS = G[np.ix_(idx, idx)]
+        try:
+            if ridge:
+                G_SS[np.diag_indices_from(G_SS)] += ridge
+            factor = sl.cho_factor(G_SS, check_finite=False)
+            pivots = np.abs(np.diag(factor[0])) ** 2
+            if not ridge and pivots.min() <= RIDGE * pivots.max():   # singular to rounding
+                raise np.linalg.LinAlgError
+            a[idx] = sl.cho_solve(factor, np.ones(idx.size), check_finite=False)
+            if not np.all(np.isfinite(a)):
+                raise np.linalg.LinAlgError
+        except (np.linalg.LinAlgError, ValueError):
+            if ridge:
+                raise _Handover("K_SS is singular even with a ridge") from None
+            ridge = RIDGE * d.mean()
+            continue
+        Ga = G @ a
+        slack = Ga - 1.0
+        if ridge and a.min() >= 0 and np.sqrt(max(a @ Ga, 0.0)) <= NOT_SEPARABLE_TOL * np.sqrt(d.max()) * a.sum():
+            return a        # numerically non-separable: the caller checks the bound from Z
+        if a.min() >= 0 and slack.min() >= -tol:
+            return a
+        S = a * d - slack > 0
+    raise _Handover(f"the active-set iteration did not settle in {max_iter} steps")
+
+
+def _max_margin_active_set(Z, *, initial_working_set: int = 512, feasibility_tol: float = 1e-10,
+                           max_rounds: int = 50):
+    """The working-set active-set method (module docstring). Z float64 (n, D) -> (u, alpha)."""
+    n, _ = Z.shape
+    norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))                   # (n,)
+    if norms.min() == 0:
+        raise NotSeparableError(f"the training differences z_i are not linearly separable through the origin: "
+                                f"z_{int(np.argmin(norms))} = 0, so <u, z_i> = 0 < 1 for every u")
+    # Seed W with the pairs least aligned with the mean difference (the likely support).
+    score = (Z @ Z.mean(axis=0)) / norms
+    W = np.argsort(score)[: min(n, initial_working_set)]
+    ZW = Z[W]                                                      # (|W|, D)
+    G = ZW @ ZW.T                                                  # K_WW
+    a = np.zeros(W.size)
+    for _ in range(max_rounds):
+        a = _restricted_dual(G, a)
+        u = ZW.T @ a                                               # (D,)
+        # Weak duality: every unit w has min_i <w, z_i> <= <w, Z_W^T a> / sum a <= this bound.
+        bound = np.linalg.norm(u) / a.sum()
+        if a.min() >= 0 and bound <= NOT_SEPARABLE_TOL * norms.max():
+            raise NotSeparableError(
+                f"the training differences z_i are not linearly separable through the origin: "
+                f"dual weights on {np.count_nonzero(a)} of them show that any separator would have "
+                f"margin <= {bound / norms.max():.1e} x max ||z_i||")
+        m = Z @ u                                                  # (n,) margins
+        violated = np.flatnonzero(m < 1.0 - feasibility_tol)
+        if violated.size == 0:
+            alpha = np.zeros(n)
+            alpha[W] = a
+            return u, alpha
+        add = violated[np.argsort(m[violated])][: max(initial_working_set, W.size)]
+        if W.size + add.size > n // 2:      # most pairs will be needed: take them all at once
+            add = np.setdiff1d(np.arange(n), W, assume_unique=True)
+        Zadd = Z[add]
+        B = Zadd @ ZW.T                                            # (k, |W|)
+        G = np.block([[G, B.T], [B, Zadd @ Zadd.T]])
+        W, ZW, a = np.concatenate([W, add]), np.vstack([ZW, Zadd]), np.concatenate([a, np.zeros(add.size)])
+    raise _Handover(f"the working set did not settle in {max_rounds} rounds")
+
+
+def max_margin(Z, *, method: str = "active_set", feasibility_tol: float = 1e-7,
+               initial_working_set: int = 128, max_rounds: int = 100) -> MaxMarginResult:
+    """Hard-margin separator of the rows of Z (n, D), any backend; returns NumPy arrays.
+
+    method "active_set" (default; hands over to "qp" when it cannot finish exactly) or "qp"
+    (module docstring). feasibility_tol, initial_working_set and max_rounds tune "qp".
+    BLAS threads are chosen by the problem size (theory/threads.py).
+    Raises NotSeparableError when no separator exists, SolverError when the solver fails.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    Z = np.asarray(to_numpy(Z), dtype=np.float64)
+    if Z.ndim != 2 or Z.shape[0] == 0:
+        raise ValueError(f"Z must be a non-empty (n, D) matrix, got shape {Z.shape}")
+    if not np.all(np.isfinite(Z)):
+        raise ValueError("Z contains NaN or Inf")
+    n, D = Z.shape
+    # The largest operation: a Gram matrix / Cholesky of about min(n, D) support vectors
+    # (active set), or the QR of Z^T (qp).
+    work = float(min(n, D)) ** 2 * D if method == "active_set" else float(n) * D * min(n, D)
+    with threads.limit(threads.for_work(work)):
+        cert = None
+        if method == "active_set":
+            try:
+                u, alpha = _max_margin_active_set(Z)
+                cert = certificate(Z, u, alpha)
+                if not max(cert.values()) <= CERTIFICATE_TOL:
+                    raise _Handover(f"certificate {max(cert.values()):.1e} > {CERTIFICATE_TOL:.0e}")
+            except _Handover:
+                method, cert = "qp", None
+        if method == "qp":
+            # The interior-point solver's tolerances are absolute: solve on Z / s (rows of norm
+            # <= 1) and scale back, u* = u*(Z/s) / s and a = a(Z/s) / s^2, so the answer does
+            # not depend on the units of the features.
+            s = float(np.max(np.linalg.norm(Z, axis=1))) or 1.0
+            u, alpha = _max_margin_qp(Z / s, feasibility_tol=feasibility_tol,
+                                      initial_working_set=initial_working_set, max_rounds=max_rounds)
+            u, alpha = u / s, alpha / s**2
+        if cert is None:
+            cert = certificate(Z, u, alpha)
+        m = Z @ u
     # Support vectors: active constraints that carry dual weight.
-    support = np.flatnonzero((Z @ u <= 1.0 + 1e-6) & (alpha > 0))
+    support = np.flatnonzero((m <= 1.0 + 1e-6) & (alpha > 0))
     return MaxMarginResult(u=u, alpha=alpha, margin=float(1.0 / np.linalg.norm(u)),
-                           support=support, certificate=certificate(Z, u, alpha))
+                           support=support, certificate=cert, method=method)
 
 
 def direction_gap(u, u_star):

@@ -110,3 +110,11 @@ def test_benchmark_smoke(capsys):
     assert bench_gd.main(["--steps", "3", "--repeats", "1"]) == 0
     assert "speed-up" in capsys.readouterr().out
     assert bench_gd.main(["--steps", "0"]) == 2
+
+
+def test_threads_restored_after_a_run(tmp_path):
+    """The run picks its thread count by size (theory/threads.py) and gives it back."""
+    import torch
+    before = torch.get_num_threads()
+    assert run(tmp_path)[0] == 0
+    assert torch.get_num_threads() == before

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from scipy.optimize import linprog, minimize
 
 from tests.helpers import convert
-from theory.max_margin import NotSeparableError, max_margin
+from theory.max_margin import CERTIFICATE_TOL, NotSeparableError, direction_gap, max_margin
 
 
 def separable(n, D, seed, strength=2.0):
@@ -80,3 +80,69 @@ def test_large_in_seconds(n, D):
     r = max_margin(Z)
     assert time.perf_counter() - t0 < 30.0
     assert (Z @ r.u).min() >= 1 - 1e-7 and max(r.certificate.values()) < 1e-6
+
+
+# The active-set method (default) against the cvxpy QP, its handover, and its own
+# non-separability proof.
+
+@given(n=st.integers(2, 60), D=st.integers(2, 60), seed=st.integers(0, 2**16))
+def test_active_set_matches_qp_with_certificate(n, D, seed):
+    Z = separable(n, D, seed)
+    try:
+        r = max_margin(Z)
+    except NotSeparableError:
+        with pytest.raises(NotSeparableError):
+            max_margin(Z, method="qp")
+        return
+    q = max_margin(Z, method="qp")
+    assert max(r.certificate.values()) <= CERTIFICATE_TOL
+    np.testing.assert_allclose(r.u, q.u, rtol=1e-6, atol=1e-6 * np.linalg.norm(q.u))
+    assert direction_gap(r.u, q.u) <= 1e-9
+
+
+def test_active_set_is_exact_on_a_large_problem():
+    Z = separable(600, 300, 4, strength=0.3)
+    r = max_margin(Z)
+    assert r.method == "active_set"
+    assert max(r.certificate.values()) <= 1e-12          # a linear solve, not a tolerance
+
+
+def test_dependent_support_vectors():
+    """Duplicated and scaled rows make K_SS singular; the answer stays certified."""
+    Z = separable(30, 10, 0)
+    for Z2 in (np.vstack([Z, Z]), np.vstack([Z, 2 * Z, Z + 1e-3])):
+        r = max_margin(Z2)
+        assert max(r.certificate.values()) <= CERTIFICATE_TOL
+        np.testing.assert_allclose(r.u, max_margin(Z).u, rtol=1e-6)
+
+
+def test_non_separable_proved_without_the_qp(monkeypatch):
+    """More Gaussian differences than 2 D: not separable (Cover); the active-set method shows
+    it by a dual vector (no cvxpy call), which liblinear at large C would not."""
+    import theory.max_margin as mm
+    monkeypatch.setattr(mm, "_max_margin_qp", lambda *a, **k: pytest.fail("QP fallback used"))
+    Z = np.random.default_rng(0).standard_normal((600, 100))
+    with pytest.raises(NotSeparableError, match="not linearly separable.*margin <="):
+        max_margin(Z)
+
+
+def test_zero_difference_named():
+    with pytest.raises(NotSeparableError, match="z_1 = 0"):
+        max_margin(np.array([[1.0, 2.0], [0.0, 0.0]]))
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="method"):
+        max_margin(np.eye(2), method="liblinear")
+
+
+@pytest.mark.parametrize("method", ["active_set", "qp"])
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 300.0, 1e6])
+def test_units_of_the_features_do_not_matter(method, scale):
+    """u*(s Z) = u*(Z) / s, certified, whatever the scale (a fresh user's features at std 30
+    once failed the QP's certificate: its tolerances are absolute)."""
+    rng = np.random.default_rng(3)
+    Z = (rng.standard_normal((40, 16)) + 1.0) - (rng.standard_normal((40, 16)) - 1.0)
+    base, scaled = max_margin(Z, method=method), max_margin(scale * Z, method=method)
+    assert max(scaled.certificate.values()) <= 1e-9
+    np.testing.assert_allclose(scaled.u * scale, base.u, rtol=1e-7, atol=0)
