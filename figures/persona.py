@@ -13,6 +13,7 @@ SPLITS = ("train", "test", "para_train", "para_test", "domain_shift")
 LABELS = {"train": "train pairs", "test": "test prompts", "para_train": "paraphrased, train prompts",
           "para_test": "paraphrased, test prompts", "domain_shift": "domain shift"}
 KINDS = {"ex_rm": "EX-RM", "im_rm": "IM-RM", "ex_grm": "EX-GRM"}
+MARKERS = ("o", "s", "^", "v", "D")
 
 
 def _heat(ax, fig, rows, cols, M, title, vmax):
@@ -41,7 +42,10 @@ def draw(results: dict, stem: Path) -> None:
             epochs = [h["epoch"] for h in per_seed[0]["models"][key]["history"]]
             for i, split in enumerate(SPLITS):
                 a = np.array([[h[split]["accuracy"] for h in r["models"][key]["history"]] for r in per_seed])
-                ax.plot(epochs, a.mean(0), "o-", ms=3, color=f"C{i}", label=LABELS[split])
+                # thick to thin, with their own markers: curves that coincide (e.g. several
+                # splits at 1.0) stay visible as nested lines instead of hiding each other
+                ax.plot(epochs, a.mean(0), "-", marker=MARKERS[i], ms=9 - 1.5 * i, lw=4.5 - 0.9 * i,
+                        color=f"C{i}", mfc="none" if i < 2 else f"C{i}", label=LABELS[split], zorder=2 + i)
                 ax.fill_between(epochs, a.min(0), a.max(0), color=f"C{i}", alpha=0.15, lw=0)
             ax.axhline(0.5, color="grey", lw=0.6)
             ax.set_ylim(-0.03, 1.03)
@@ -62,7 +66,8 @@ def draw(results: dict, stem: Path) -> None:
     syn = np.mean([r["synonyms"]["centred"]["matrix"] for r in per_seed], axis=0)
     names = per_seed[0]["synonyms"]["words"]
     _heat(axes[2, -1], fig, names, names, syn.tolist(), "backbone: cosine of centred last states", 1.0)
-    fig.suptitle(f"Persona miniature: {len(per_seed)} seeds (mean, band min..max); chance = grey line")
+    fig.suptitle(f"Persona miniature: {len(per_seed)} seeds (mean, band min..max; coinciding curves drawn "
+                 f"thick to thin); chance = grey line")
     fig.tight_layout()
     save(fig, Path(stem))
     plt.close(fig)
