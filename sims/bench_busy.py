@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import sims.bench_max_margin  # noqa: F401  the jobs run this code in subprocesses: imported so that
 import sims.theorem2  # noqa: F401          the run's code hash (sims.provenance) covers it
 from sims import cli
+from sims import inputs
 from sims.cli import field, positive
 from theory.threads import available_cores
 
@@ -43,7 +44,8 @@ t0 = time.perf_counter(); max_margin(Z); print(json.dumps(time.perf_counter() - 
 @dataclass(frozen=True)
 class BenchConfig:
     rounds: int = field(3, "timed runs of each job in each condition (the median is reported)", positive, "must be > 0")
-    competitors: int = field(1, "CPU-bound processes running beside the job when busy", positive, "must be > 0")
+    competitors: int = field(1, "CPU-bound processes running beside the job when busy (at most 4 per core)",
+                             inputs.in_range(1, 4 * (os.cpu_count() or 1)))
     contrast: bool = field(True, "also run each job with every core's threads (RMGAP_THREADS = cores)")
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from sims import inputs
-from sims.cli import Parser, RunError, UsageError, run_cli
+from sims.cli import HelpFormatter, Parser, RunError, UsageError, run_cli
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 PADDING = ("right", "left")
@@ -132,8 +132,17 @@ def encode_pairs(tokenizer, pairs: list[dict], *, eos: bool) -> list[tuple[list[
 
 # --------------------------------------------------------------------------- the model
 
+def _check_source(name: str, what: str) -> None:
+    """A local path (it starts with /, . or ~, or exists) must be a folder; anything else is a hub id."""
+    p = Path(name).expanduser()
+    if name.startswith(("/", ".", "~")) or p.exists():
+        if not p.is_dir():
+            raise UsageError(f"{what} {name}: no such folder")
+
+
 def load(name: str, *, dtype: str = "float32", device: str = "cpu"):
     """A causal LM from a folder or hub id, in eval mode (dropout off)."""
+    _check_source(name, "--model/--ref")
     import torch
     from transformers import AutoModelForCausalLM
     kwargs = {"dtype": getattr(torch, dtype)}
@@ -145,6 +154,7 @@ def load(name: str, *, dtype: str = "float32", device: str = "cpu"):
 
 
 def load_tokenizer(name: str):
+    _check_source(name, "--tokenizer")
     from transformers import AutoTokenizer
     try:
         return AutoTokenizer.from_pretrained(name)
@@ -755,12 +765,16 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m sims.hf", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    s = sub.add_parser("score", help="implicit rewards, accuracy and margins under three conventions")
+    add = sub.add_parser
+    sub.add_parser = lambda name, **kw: add(name, description=kw.get("help"), formatter_class=HelpFormatter, **kw)
+    s = sub.add_parser("score", help="implicit rewards, accuracy and margins under six conventions (paper, "
+                       "trl, rewardbench, and RewardBench's reference-free sum / avg / norm)")
     _common(s)
     s.add_argument("--ref", default=None, help="reference model (default: none, pi_ref = 1)")
     s.add_argument("--pairs", required=True, help="preference pairs (JSON Lines)")
-    s.add_argument("--beta", type=float, default=0.01, help="DPO beta")
-    r = sub.add_parser("representations", help="write the .npz that sims.theorem2 --representations reads")
+    s.add_argument("--beta", type=float, default=0.01, help="DPO beta, in [1e-30, 1e30]")
+    r = sub.add_parser("representations", help="write the .npz that sims.theorem2 --representations reads "
+                       "(needs --heldout, --shifted or both)")
     _common(r)
     r.add_argument("--train", required=True, help="training pairs (JSON Lines)")
     r.add_argument("--heldout", default=None, help="held-out pairs -> the seen_tokens split")
@@ -778,7 +792,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--ref", required=True, help="reference model (its own log-probabilities enter g)")
     t.add_argument("--train", required=True, help="training pairs of the step (JSON Lines)")
     t.add_argument("--eval", required=True, help="evaluation pairs (JSON Lines)")
-    t.add_argument("--beta", type=float, default=0.01, help="DPO beta")
+    t.add_argument("--beta", type=float, default=0.01, help="DPO beta, in [1e-30, 1e30]")
     t.add_argument("--eta", type=float, default=1e-3, help="learning rate of the step")
     t.add_argument("--eos", action="store_true", help="append EOS to plain-text responses (TRL)")
     t.add_argument("--method", default="auto", choices=("auto", "eq5", "autograd"),
@@ -804,6 +818,7 @@ def _out(path: str, force: bool) -> Path:
 
 
 def _write_json(path: Path, obj) -> None:
+    inputs.check_results_finite(obj)   # NaN / Inf would be invalid JSON and a silently wrong answer
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
@@ -831,6 +846,13 @@ def body(argv=None) -> int:
     for k in ("beta", "eta"):
         if hasattr(args, k):
             _positive(k, getattr(args, k))
+    if hasattr(args, "beta"):   # float32 rewards beta ln pi/pi_ref lose all precision or overflow outside
+        inputs.check_number("beta", args.beta, inputs.in_range(1e-30, 1e30))
+    if args.command == "representations":
+        if not (args.heldout or args.shifted):
+            raise UsageError("give --heldout, --shifted or both (the file needs a seen_tokens split)")
+        if args.analyse:
+            inputs.check_out_file(str(out.with_suffix(".json")), args.force)
     model = load(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args.tokenizer or args.model)
     common = {"batch_size": args.batch_size, "side": args.padding_side}
@@ -887,7 +909,8 @@ def _bench_main(args, argv) -> int:
     # weights, their gradient-free copy and the logits of one batch (float32 or float64)
     item = 8 if args.dtype == "float64" else 4
     params = args.layers * 12 * args.hidden ** 2 + 2 * args.vocab * args.hidden
-    inputs.check_memory(item * (3 * params + 4 * args.batch_size * args.length * (args.vocab + 16 * args.hidden)),
+    inputs.check_memory(item * (3 * params + 4 * args.batch_size * args.length * (args.vocab + 16 * args.hidden)
+                                + 2 * args.n_pairs * args.length * (args.hidden + 4)),
                         "this benchmark", args.device)
     folder = plan_folder("hf_bench", args.out, args.force)
     t0 = time.perf_counter()
@@ -921,6 +944,8 @@ def main(argv=None) -> int:
         return 2
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    import huggingface_hub   # its download retries would print lines before our one error line
+    huggingface_hub.utils.logging.set_verbosity_error()
     return run_cli(body, argv)
 
 

@@ -174,7 +174,8 @@ FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("bench_max_margin", ["--representations", "nope.npz"], "no such file"),
     ("bench_max_margin", ["--qp-rounds", "-1"], "--qp-rounds must be >= 0"),
     ("bench_busy", ["--rounds", "0"], "--rounds must be > 0"),
-    ("bench_busy", ["--competitors", "-1"], "--competitors must be > 0"),
+    ("bench_busy", ["--competitors", "-1"], "--competitors must be in [1, "),
+    ("bench_busy", ["--competitors", "1000000"], "--competitors must be in [1, "),
     ("bench_dynamics", ["--tokens", "0"], "--tokens must be > 0"),
     ("bench_dynamics", ["--device", "xpu"], "--device xpu: no such device"),
     ("bench_dynamics", ["--size", "nope"], "invalid choice"),
@@ -393,11 +394,16 @@ HF_CASES = [  # (argv after the subcommand's required files are filled in, what 
     (["score", "--model", "m", "--pairs", "nope.jsonl", "--out", "o.json"], "cannot read pairs file"),
     (["score", "--model", "m", "--pairs", "BADJSON", "--out", "o.json"], "not JSON"),
     (["score", "--model", "m", "--pairs", "PAIRS", "--batch-size", "0", "--out", "o.json"], "--batch-size must be"),
-    (["score", "--model", "/nonexistent/model", "--pairs", "PAIRS", "--out", "o.json"], "cannot load model"),
     (["analyse", "--representations", "TRUNC", "--out", "o.json"], "damaged or truncated"),
     (["analyse", "--representations", "nope.npz", "--out", "o.json"], "no such file"),
     (["step", "--model", "m", "--ref", "m", "--train", "PAIRS", "--eval", "PAIRS", "--eta", "inf", "--out", "o.json"], "--eta must be"),
     (["bench", "--hidden", "0"], "--hidden must be"),
+    (["bench", "--n-pairs", "1000000000"], "needs about"),
+    (["score", "--model", "m", "--pairs", "PAIRS", "--beta", "1e300", "--out", "o.json"], "--beta must be in [1e-30, 1e+30]"),
+    (["score", "--model", "/nonexistent/model", "--pairs", "PAIRS", "--out", "o.json"], "no such folder"),
+    (["representations", "--model", "m", "--train", "PAIRS", "--out", "r.npz"], "give --heldout, --shifted or both"),
+    (["representations", "--model", "m", "--train", "PAIRS", "--heldout", "PAIRS", "--out", "r.npz", "--analyse"],
+     "r.json exists"),
     (["bench", "--vocab", "1000000000", "--hidden", "100000"], "needs about"),
     (["nosuch"], "invalid choice"),
 ]
@@ -411,6 +417,8 @@ def test_bad_hf_input(workdir, capsys, argv, needle):
     (workdir / "bad.jsonl").write_text("{not json\n")
     (workdir / "FILE").write_text("x")
     (workdir / "trunc.npz").write_bytes(b"PK\x03\x04 cut")
+    (workdir / "r.json").write_text("{}")
     subst = {"PAIRS": "pairs.jsonl", "BADJSON": "bad.jsonl", "TRUNC": "trunc.npz"}
     _one_line_exit_2(hf.main([subst.get(a, a) for a in argv]), capsys, needle)
     assert not (workdir / "o.json").exists() and not (workdir / "runs").exists()
+    assert not (workdir / "r.npz").exists()
