@@ -14,11 +14,24 @@ an iterative tolerance), so the separator comes out at rounding level, certifica
 included. Only K_WW for the working set is formed (the n x n Gram matrix only when more than
 half the pairs are needed).
 
-Non-separable data: the dual is unbounded, and a restricted solve yields weights a >= 0 with
-||Z^T a|| / sum a at rounding level. By weak duality every unit w has
-min_i <w, z_i> <= <w, Z^T a> / sum a <= ||Z^T a|| / sum a, so no separator has a margin above
-that bound: below NOT_SEPARABLE_TOL * max ||z_i|| we raise NotSeparableError, naming it. A
-singular K_SS (dependent support vectors, or |S| > rank Z) gets a tiny ridge.
+Non-separable data: any weights a >= 0 bound every separator's margin. By weak duality every
+unit w has min_i <w, z_i> <= <w, Z^T a> / sum a <= ||Z^T a|| / sum a, so when that bound is
+below NOT_SEPARABLE_TOL * max ||z_i|| we raise NotSeparableError, naming it (Gordan's
+alternative: the pairs are separable exactly when no a >= 0, a != 0 has Z^T a = 0).
+A singular K_SS (more candidate support vectors than rank Z) is the sign that the working set
+may not be separable. `_separation_test` then decides, on the working set, by the squared-hinge
+path (below); a non-separable working set proves the whole set non-separable. When it finds a
+separator instead, K_SS gets a tiny ridge and the iteration goes on. The working set grows
+geometrically, by half its size once it exceeds D, so a proof needs only a little more than
+the 2 D pairs (Cover) at which Gaussian differences stop being separable.
+
+Squared-hinge path (`_separation_test`): for C > 0 minimise the strictly convex
+    f_C(u) = 1/2 ||u||^2 + C/2 sum_i (1 - <u, z_i>)_+^2
+by Newton's method with an exact line search (finite on this piecewise quadratic). At its
+minimum u = C Z^T a with a = (1 - Z u)_+ >= 0, so ||Z^T a|| / sum a = ||u|| / (C sum a): on
+non-separable pairs u stays bounded and sum a bounded below as C grows, so the bound falls
+like 1/C; on separable pairs Z u > 0 once C is large enough. Both are checked after every
+Newton step (any u gives a valid a), and C grows until one of them holds.
 
 Fallback ("qp", also selectable): cvxpy (Clarabel) on the working set in the smaller of two
 equivalent coordinates (D > n: Z^T = Q R, solve for w = Q^T u), then an active-set polish.
@@ -48,7 +61,12 @@ NOT_SEPARABLE_TOL = 1e-8
 
 
 class NotSeparableError(ValueError):
-    """No u satisfies <u, z_i> >= 1 for all i: the differences are not linearly separable."""
+    """No u satisfies <u, z_i> >= 1 for all i: the differences are not linearly separable.
+    When proved by dual weights a >= 0 it carries `margin_bound` (||Z^T a|| / sum a relative to
+    max ||z_i||, a bound on every separator's margin) and `pairs_in_proof` (a_i > 0)."""
+
+    margin_bound: float | None = None
+    pairs_in_proof: int | None = None
 
 
 class SolverError(RuntimeError):
@@ -162,14 +180,85 @@ class _Handover(Exception):
     """The active-set method cannot finish exactly; the QP takes over (module docstring)."""
 
 
-def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12):
+class _Degenerate(Exception):
+    """K_SS is singular: more candidate support vectors than the rank of Z (module docstring)."""
+
+
+def _exact_line_search(u, d, m, Zd, C, max_iter: int = 60):
+    """argmin_t>=0 of 1/2||u + t d||^2 + C/2 sum (1 - m - t Zd)_+^2 (m = Z u, Zd = Z d): Newton
+    on the derivative, which is continuous, piecewise linear and increasing, from t = 1."""
+    ud, dd, t = u @ d, d @ d, 1.0
+    for _ in range(max_iter):
+        r = 1.0 - m - t * Zd
+        act = r > 0
+        slope = dd + C * (Zd[act] @ Zd[act])
+        t_new = max(t - (ud + t * dd - C * (r[act] @ Zd[act])) / slope, 0.0)
+        if abs(t_new - t) <= 1e-12 * max(1.0, t):
+            return t_new
+        t = t_new
+    return t
+
+
+def _separation_test(Z, C0: float = 1e2, C_max: float = 1e16, newton_steps: int = 100):
+    """Decide whether the rows of Z (n, D) are separable through the origin by the
+    squared-hinge path (module docstring). Returns ("separable", a) when some u has Z u > 0,
+    with a >= 0 the path's estimate of the hard-margin dual (a start for the active set),
+    ("not separable", a) with a >= 0 and ||Z^T a|| / sum a <= NOT_SEPARABLE_TOL * max ||z_i||,
+    or ("undecided", None) when C reaches C_max first.
+
+    Rows are scaled to norm <= 1 (the bound is relative to max ||z_i||). The Hessian
+    I + C Z_A^T Z_A (A: pairs with margin < 1) is a D x D Cholesky; when most pairs are in A
+    (n > D) it is formed as Z^T Z minus the few outside A."""
+    import scipy.linalg as sl
+    n, D = Z.shape
+    s = np.sqrt(np.einsum("ij,ij->i", Z, Z)).max()
+    Zs = Z / s
+    full = Zs.T @ Zs if n > D else None                           # Z^T Z, reused every step
+    u, C, steps, bound = np.zeros(D), C0, 0, np.inf
+    while C <= C_max and steps < newton_steps:
+        previous = None
+        while steps < newton_steps:
+            steps += 1
+            m = Zs @ u
+            if m.min() > 0:       # a separator; C a / s^2 estimates the dual of the rows of Z
+                return "separable", C * np.maximum(1.0 - m, 0.0) / s**2
+            a = np.maximum(1.0 - m, 0.0)
+            bound = np.linalg.norm(Zs.T @ a) / a.sum()
+            if bound <= NOT_SEPARABLE_TOL:
+                return "not separable", a
+            A = np.flatnonzero(a > 0)
+            if previous is not None and np.array_equal(A, previous):
+                break                                              # f_C minimised: raise C
+            previous = A
+            if full is not None and 2 * A.size > n:
+                out = np.flatnonzero(a == 0)
+                H = C * (full - Zs[out].T @ Zs[out])
+            else:
+                H = C * (Zs[A].T @ Zs[A])
+            H[np.diag_indices(D)] += 1.0
+            grad = u - C * (Zs[A].T @ a[A])
+            d = -sl.cho_solve(sl.cho_factor(H, check_finite=False), grad, check_finite=False)
+            u = u + _exact_line_search(u, d, m, Zs @ d, C) * d
+        # Near the minimum the bound falls like 1/C: jump to where it would pass, at most 1e8x.
+        C *= min(max(100.0, 10.0 * bound / NOT_SEPARABLE_TOL), 1e8)
+    return "undecided", None
+
+
+def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12, ridge_allowed: bool = True,
+                     backup: int = 3):
     """Exact solution of  min 1/2 a^T G a - 1^T a,  a >= 0  (G = K_WW) by the primal-dual
     active-set iteration, started from `a`. Returns a (|W|,).
 
     A singular K_SS (dependent support vectors, or a dual unbounded because the pairs are not
     separable) gets a ridge RIDGE * mean(diag G) and the iteration goes on; it also stops at
     a >= 0 whose margin bound sqrt(a^T G a) / sum a is below NOT_SEPARABLE_TOL * max ||z_i||
-    (the caller re-checks that bound from Z). Raises _Handover when it does not settle."""
+    (the caller re-checks that bound from Z). With ridge_allowed False a singular K_SS raises
+    _Degenerate instead. Raises _Handover when it does not settle.
+
+    Block exchanges (every infeasible index changes side) are kept while they reduce the
+    number of infeasible indices; after `backup` exchanges that do not, one index changes side
+    at a time (the largest infeasible, Murty's rule), which terminates for positive-definite
+    K (Kim & Park's block principal pivoting, 2011)."""
     import scipy.linalg as sl
     d = np.diag(G).copy()                                          # scales a against the margins
     if d.min() <= 0:
@@ -177,6 +266,7 @@ def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12):
     ridge = 0.0
     slack = G @ a - 1.0                                            # margins - 1 on W
     S = a * d - slack > 0
+    fewest, left = np.inf, backup
     for _ in range(max_iter):
         idx = np.flatnonzero(S)
         a = np.zeros_like(a)
@@ -196,22 +286,34 @@ def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12):
         except (np.linalg.LinAlgError, ValueError):
             if ridge:
                 raise _Handover("K_SS is singular even with a ridge") from None
+            if not ridge_allowed:
+                raise _Degenerate from None
             ridge = RIDGE * d.mean()
             continue
         Ga = G @ a
         slack = Ga - 1.0
         if ridge and a.min() >= 0 and np.sqrt(max(a @ Ga, 0.0)) <= NOT_SEPARABLE_TOL * np.sqrt(d.max()) * a.sum():
             return a        # numerically non-separable: the caller checks the bound from Z
-        if a.min() >= 0 and slack.min() >= -tol:
+        infeasible = (S & (a < 0)) | (~S & (slack < -tol))
+        count = int(np.count_nonzero(infeasible))
+        if count == 0:
             return a
-        S = a * d - slack > 0
+        if count < fewest:
+            fewest, left = count, backup
+            S = S ^ infeasible
+        elif left > 0:
+            left -= 1
+            S = S ^ infeasible
+        else:
+            i = np.flatnonzero(infeasible)[-1]
+            S[i] = not S[i]
     raise _Handover(f"the active-set iteration did not settle in {max_iter} steps")
 
 
 def _max_margin_active_set(Z, *, initial_working_set: int = 512, feasibility_tol: float = 1e-10,
                            max_rounds: int = 50):
     """The working-set active-set method (module docstring). Z float64 (n, D) -> (u, alpha)."""
-    n, _ = Z.shape
+    n, D = Z.shape
     norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))                   # (n,)
     if norms.min() == 0:
         raise NotSeparableError(f"the training differences z_i are not linearly separable through the origin: "
@@ -223,23 +325,43 @@ def _max_margin_active_set(Z, *, initial_working_set: int = 512, feasibility_tol
     G = ZW @ ZW.T                                                  # K_WW
     a = np.zeros(W.size)
     for _ in range(max_rounds):
-        a = _restricted_dual(G, a)
+        try:
+            a = _restricted_dual(G, a, ridge_allowed=False)
+        except _Degenerate:
+            verdict, v = _separation_test(ZW)
+            if verdict == "not separable":
+                a = v                                              # checked from Z just below
+            else:
+                start = a if v is None else v
+                try:
+                    a = _restricted_dual(G, start, ridge_allowed=False)
+                except _Degenerate:
+                    a = _restricted_dual(G, start)
         u = ZW.T @ a                                               # (D,)
         # Weak duality: every unit w has min_i <w, z_i> <= <w, Z_W^T a> / sum a <= this bound.
         bound = np.linalg.norm(u) / a.sum()
         if a.min() >= 0 and bound <= NOT_SEPARABLE_TOL * norms.max():
-            raise NotSeparableError(
+            exc = NotSeparableError(
                 f"the training differences z_i are not linearly separable through the origin: "
                 f"dual weights on {np.count_nonzero(a)} of them show that any separator would have "
                 f"margin <= {bound / norms.max():.1e} x max ||z_i||")
+            exc.margin_bound, exc.pairs_in_proof = float(bound / norms.max()), int(np.count_nonzero(a))
+            raise exc
         m = Z @ u                                                  # (n,) margins
         violated = np.flatnonzero(m < 1.0 - feasibility_tol)
         if violated.size == 0:
             alpha = np.zeros(n)
             alpha[W] = a
             return u, alpha
-        add = violated[np.argsort(m[violated])][: max(initial_working_set, W.size)]
-        if W.size + add.size > n // 2:      # most pairs will be needed: take them all at once
+        inW = np.zeros(n, bool)
+        inW[W] = True
+        if inW[violated].any():             # a ridge answer: W's own constraints not met exactly
+            raise _Handover("the restricted solve left pairs of the working set violated")
+        # Double the working set while it is below D; beyond D (more pairs than can be support
+        # vectors, so the extra ones test separability) grow it by half.
+        grow = W.size if W.size < D else W.size // 2
+        add = violated[np.argsort(m[violated])][: max(initial_working_set, grow)]
+        if W.size + add.size > n // 2 and n <= D:   # most pairs will be needed: take them all now
             add = np.setdiff1d(np.arange(n), W, assume_unique=True)
         Zadd = Z[add]
         B = Zadd @ ZW.T                                            # (k, |W|)
