@@ -49,6 +49,10 @@ RUNS = {
     "hf_bench": Run("sims.hf", ("bench", "--hidden", "1024", "--layers", "8", "--vocab", "32000",
                                 "--n-pairs", "8", "--length", "64")),
     "bench_eq5": Run("sims.bench_eq5"),
+    # the larger Eq. 5 cases that fit 2 CPU cores in minutes (one timed call each);
+    # A = B = 256 and Llama-3 at A = B = 64 are for a GPU (`--device cuda`)
+    "bench_eq5_llama3": Run("sims.bench_eq5", ("--sizes", "llama3", "--repeats", "1")),
+    "bench_eq5_ab64": Run("sims.bench_eq5", ("--ab", "64", "--repeats", "1")),
     "persona": Run("sims.persona"),
     "bench_max_margin": Run("sims.bench_max_margin"),
     "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),

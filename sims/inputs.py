@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from theory.max_margin import SCALE_RANGE
+
 
 class UsageError(ValueError):
     """Bad user input: printed as one line, exit code 2."""
@@ -179,6 +181,8 @@ def read_npz(path: str, what: str = "file") -> dict:
         raise UsageError(f"{what} {path}: cannot read it ({exc.strerror})") from None
     if head.startswith(NPY_MAGIC):
         raise UsageError(f"{what} {path} is a single .npy array; save named arrays with np.savez")
+    if head.startswith(b"PK\x05\x06"):    # a zip with no members: np.savez() of no arrays
+        return {}
     if not head.startswith(NPZ_MAGIC):
         raise UsageError(f"{what} {path} is not a NumPy .npz archive (write it with np.savez)")
     try:
@@ -209,11 +213,17 @@ def real_matrix(name: str, a: np.ndarray, *, rows: int | None = None, cols: int 
     a = a.astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
         raise UsageError(f"{name} contains NaN or Inf")
-    limit = math.sqrt(float(np.finfo(dtype).max) / (4 * D))
+    # theory.max_margin represents u* ~ 1/|a| and its dual ~ 1/|a|^2: SCALE_RANGE bounds both ways
+    limit = min(math.sqrt(float(np.finfo(dtype).max) / (4 * D)), SCALE_RANGE[1])
+    tiny = max(math.sqrt(float(np.finfo(dtype).tiny)), SCALE_RANGE[0])
     peak = float(np.max(np.abs(a)))
+    if 0 < peak < tiny:
+        raise UsageError(f"{name} has entries only up to {peak:.3g}: their inner products underflow "
+                         f"(rescale so the largest |entry| is at least {tiny:.0e})")
     if peak > limit:
-        raise UsageError(f"{name} has entries up to {peak:.3g}: inner products of D={D} such vectors "
-                         f"overflow {np.dtype(dtype).name} (keep |entries| below {limit:.3g})")
+        raise UsageError(f"{name} has entries up to {peak:.3g}: inner products of D={D} such vectors, or "
+                         f"the separator's dual weights, overflow {np.dtype(dtype).name} "
+                         f"(keep |entries| below {limit:.3g})")
     return a
 
 

@@ -44,6 +44,7 @@ def _files(tmp_path):
         "complex_h": swap(train_h_chosen=np.ones((6, 4), dtype=complex)),
         "datetime_h": swap(train_h_chosen=np.array([[datetime.datetime(2020, 1, 1)] * 4] * 6, dtype="datetime64[s]")),
         "huge_h": swap(train_h_chosen=np.full((6, 4), 1e307)),
+        "tiny_h": swap(train_h_chosen=np.full((6, 4), 1e-300)),
         "nan_h": swap(seen_tokens_h_prompt=np.full((6, 4), np.nan)),
         "huge_token_id": swap(train_y_chosen=np.full(6, 10**13)),
         "uint64_token_id": swap(train_y_chosen=np.full(6, 2**63 + 4, dtype=np.uint64)),
@@ -64,6 +65,8 @@ def _files(tmp_path):
     raw = paths["complex_h"].read_bytes()
     (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
     paths["truncated"] = tmp_path / "truncated.npz"
+    np.savez(tmp_path / "empty.npz")                   # a valid zip with no arrays
+    paths["empty"] = tmp_path / "empty.npz"
     np.save(tmp_path / "plain.npy", np.zeros(3))
     paths["plain_npy"] = tmp_path / "plain.npy"
     (tmp_path / "text.npz").write_text("not an archive")
@@ -79,6 +82,8 @@ FILE_CASES = [  # (file, what the one line must say)
     ("complex_h", "train_h_chosen must hold real numbers (got dtype complex128)"),
     ("datetime_h", "train_h_chosen must hold real numbers (got dtype datetime64"),
     ("huge_h", "overflow float64"),
+    ("tiny_h", "train_h_chosen has entries only up to 1e-300: their inner products underflow"),
+    ("empty", "(it has: no arrays)"),
     ("nan_h", "seen_tokens_h_prompt contains NaN or Inf"),
     ("huge_token_id", "the vocabulary implied by the largest token id"),
     ("uint64_token_id", "larger than any vocabulary"),

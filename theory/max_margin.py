@@ -58,12 +58,15 @@ RIDGE = 1e-13              # added to a singular K_SS, times its mean diagonal
 # Pairs count as not separable when no separator can have a margin above this times max ||z_i||
 # (a separator that thin would have ||u*|| > 1e8 / max ||z_i||, beyond what float64 certifies).
 NOT_SEPARABLE_TOL = 1e-8
+SCALE_RANGE = (1e-150, 1e150)  # largest |entry| of Z that u* and its dual weights can represent
 
 
 class NotSeparableError(ValueError):
     """No u satisfies <u, z_i> >= 1 for all i: the differences are not linearly separable.
-    When proved by dual weights a >= 0 it carries `margin_bound` (||Z^T a|| / sum a relative to
-    max ||z_i||, a bound on every separator's margin) and `pairs_in_proof` (a_i > 0)."""
+    "Not separable" is to float64 precision: no separator has a margin above
+    NOT_SEPARABLE_TOL x max ||z_i||. When proved by dual weights a >= 0 it carries
+    `margin_bound` (||Z^T a|| / sum a relative to max ||z_i||, a bound on every separator's
+    margin) and `pairs_in_proof` (a_i > 0); both are None when the QP fallback decided."""
 
     margin_bound: float | None = None
     pairs_in_proof: int | None = None
@@ -118,7 +121,9 @@ def _solve_restricted(A, rows):
     if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         raise NotSeparableError(
             f"the training differences z_i are not linearly separable through the origin "
-            f"(the hard-margin QP on {len(rows)} of them is infeasible)")
+            f"(the hard-margin QP on {len(rows)} of them is infeasible at the solver's tolerance: "
+            f"data separable only with a margin near {NOT_SEPARABLE_TOL:.0e} x max ||z_i|| or below "
+            f"are reported so too)")
     if prob.status != cp.OPTIMAL or w.value is None:
         raise SolverError(f"max-margin QP: solver status {prob.status!r}")
     return np.asarray(w.value), np.asarray(con.dual_value)
@@ -199,10 +204,13 @@ def _exact_line_search(u, d, m, Zd, C, max_iter: int = 60):
     return t
 
 
-def _separation_test(Z, C0: float = 1e2, C_max: float = 1e16, newton_steps: int = 100):
+def _separation_test(Z, C0: float = 1e2, C_max: float = 1e16, C_refine: float = 1e8,
+                     newton_steps: int = 100):
     """Decide whether the rows of Z (n, D) are separable through the origin by the
     squared-hinge path (module docstring). Returns ("separable", a) when some u has Z u > 0,
-    with a >= 0 the path's estimate of the hard-margin dual (a start for the active set),
+    with a >= 0 the path's estimate of the hard-margin dual once C >= C_refine and the pairs
+    with margin < 1 stay the same over a 100-fold rise of C (then they are the hard-margin
+    support: a start for the active set),
     ("not separable", a) with a >= 0 and ||Z^T a|| / sum a <= NOT_SEPARABLE_TOL * max ||z_i||,
     or ("undecided", None) when C reaches C_max first.
 
@@ -214,20 +222,20 @@ def _separation_test(Z, C0: float = 1e2, C_max: float = 1e16, newton_steps: int 
     s = np.sqrt(np.einsum("ij,ij->i", Z, Z)).max()
     Zs = Z / s
     full = Zs.T @ Zs if n > D else None                           # Z^T Z, reused every step
-    u, C, steps, bound = np.zeros(D), C0, 0, np.inf
+    u, C, steps, bound, separable, level_A = np.zeros(D), C0, 0, np.inf, False, None
     while C <= C_max and steps < newton_steps:
         previous = None
         while steps < newton_steps:
             steps += 1
             m = Zs @ u
-            if m.min() > 0:       # a separator; C a / s^2 estimates the dual of the rows of Z
-                return "separable", C * np.maximum(1.0 - m, 0.0) / s**2
             a = np.maximum(1.0 - m, 0.0)
-            bound = np.linalg.norm(Zs.T @ a) / a.sum()
-            if bound <= NOT_SEPARABLE_TOL:
-                return "not separable", a
+            separable = separable or m.min() > 0
+            if not separable:
+                bound = np.linalg.norm(Zs.T @ a) / a.sum()
+                if bound <= NOT_SEPARABLE_TOL:
+                    return "not separable", a
             A = np.flatnonzero(a > 0)
-            if previous is not None and np.array_equal(A, previous):
+            if A.size == 0 or (previous is not None and np.array_equal(A, previous)):
                 break                                              # f_C minimised: raise C
             previous = A
             if full is not None and 2 * A.size > n:
@@ -239,9 +247,16 @@ def _separation_test(Z, C0: float = 1e2, C_max: float = 1e16, newton_steps: int 
             grad = u - C * (Zs[A].T @ a[A])
             d = -sl.cho_solve(sl.cho_factor(H, check_finite=False), grad, check_finite=False)
             u = u + _exact_line_search(u, d, m, Zs @ d, C) * d
-        # Near the minimum the bound falls like 1/C: jump to where it would pass, at most 1e8x.
-        C *= min(max(100.0, 10.0 * bound / NOT_SEPARABLE_TOL), 1e8)
-    return "undecided", None
+        A = np.flatnonzero(Zs @ u < 1.0)
+        if separable and C >= C_refine and (A.size == 0 or np.array_equal(A, level_A)):
+            # the active set no longer changes with C: it is the hard-margin support. The dual
+            # of f_C is C (1 - Z u)_+; C a / s^2 estimates the dual of the rows of Z.
+            return "separable", C * np.maximum(1.0 - Zs @ u, 0.0) / s**2
+        level_A = A
+        # Near the minimum the bound falls like 1/C: jump towards where it would pass, at most
+        # 1000x (a larger jump leaves Newton far from the new minimum, crawling in tiny steps).
+        C *= 100.0 if separable else min(max(100.0, 10.0 * bound / NOT_SEPARABLE_TOL), 1e3)
+    return ("separable", None) if separable else ("undecided", None)
 
 
 def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12, ridge_allowed: bool = True,
@@ -280,7 +295,11 @@ def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12, ridge_allowed
             pivots = np.abs(np.diag(factor[0])) ** 2
             if not ridge and pivots.min() <= RIDGE * pivots.max():   # singular to rounding
                 raise np.linalg.LinAlgError
-            a[idx] = sl.cho_solve(factor, np.ones(idx.size), check_finite=False)
+            a_S = sl.cho_solve(factor, np.ones(idx.size), check_finite=False)
+            # one step of iterative refinement: an ill-conditioned K_SS (features of very
+            # different scales) otherwise leaves margins off 1 by cond(K_SS) * eps
+            a_S += sl.cho_solve(factor, 1.0 - G_SS @ a_S, check_finite=False)
+            a[idx] = a_S
             if not np.all(np.isfinite(a)):
                 raise np.linalg.LinAlgError
         except (np.linalg.LinAlgError, ValueError):
@@ -310,14 +329,30 @@ def _restricted_dual(G, a, max_iter: int = 50, tol: float = 1e-12, ridge_allowed
     raise _Handover(f"the active-set iteration did not settle in {max_iter} steps")
 
 
+def _support_solve(Z, alpha):
+    """Re-solve the KKT equalities on the support S = {alpha > 0} in primal form: u is the
+    minimum-norm solution of Z_S u = 1, by a QR factorisation Z_S^T = Q R (u = Q R^-T 1,
+    a_S = R^-1 R^-T 1). Its error grows with cond(Z_S), not cond(K_SS) = cond(Z_S)^2, which
+    matters for features of very different scales. Returns (u, alpha)."""
+    import scipy.linalg as sl
+    S = np.flatnonzero(alpha > 0)
+    Q, R = np.linalg.qr(Z[S].T)                                    # Z_S^T = Q R
+    w = sl.solve_triangular(R, np.ones(S.size), trans="T", check_finite=False)
+    a = np.zeros_like(alpha)
+    a[S] = sl.solve_triangular(R, w, check_finite=False)
+    return Q @ w, a
+
+
 def _max_margin_active_set(Z, *, initial_working_set: int = 512, feasibility_tol: float = 1e-10,
                            max_rounds: int = 50):
     """The working-set active-set method (module docstring). Z float64 (n, D) -> (u, alpha)."""
     n, D = Z.shape
     norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))                   # (n,)
     if norms.min() == 0:
-        raise NotSeparableError(f"the training differences z_i are not linearly separable through the origin: "
+        exc = NotSeparableError(f"the training differences z_i are not linearly separable through the origin: "
                                 f"z_{int(np.argmin(norms))} = 0, so <u, z_i> = 0 < 1 for every u")
+        exc.margin_bound, exc.pairs_in_proof = 0.0, 1
+        raise exc
     # Seed W with the pairs least aligned with the mean difference (the likely support).
     score = (Z @ Z.mean(axis=0)) / norms
     W = np.argsort(score)[: min(n, initial_working_set)]
@@ -344,19 +379,25 @@ def _max_margin_active_set(Z, *, initial_working_set: int = 512, feasibility_tol
             exc = NotSeparableError(
                 f"the training differences z_i are not linearly separable through the origin: "
                 f"dual weights on {np.count_nonzero(a)} of them show that any separator would have "
-                f"margin <= {bound / norms.max():.1e} x max ||z_i||")
+                f"margin <= {bound / norms.max():.1e} x max ||z_i|| (the threshold is "
+                f"{NOT_SEPARABLE_TOL:.0e}: below it float64 cannot certify a separator)")
             exc.margin_bound, exc.pairs_in_proof = float(bound / norms.max()), int(np.count_nonzero(a))
             raise exc
         m = Z @ u                                                  # (n,) margins
-        violated = np.flatnonzero(m < 1.0 - feasibility_tol)
+        inW = np.zeros(n, bool)
+        inW[W] = True
+        if np.any(m[W] < 1.0 - feasibility_tol) and np.count_nonzero(a) <= D:
+            u, a = _support_solve(ZW, a)     # K_SS too ill-conditioned for its Cholesky
+            m = Z @ u
+        if np.any(m[W] < 1.0 - 1e-6):       # a ridge answer: W's own constraints not met
+            raise _Handover("the restricted solve left pairs of the working set violated")
+        # Pairs of W a hair below 1 are rounding in an ill-conditioned K_SS: max_margin
+        # re-solves on the support by QR (_support_solve) if the certificate asks for it.
+        violated = np.flatnonzero((m < 1.0 - feasibility_tol) & ~inW)
         if violated.size == 0:
             alpha = np.zeros(n)
             alpha[W] = a
             return u, alpha
-        inW = np.zeros(n, bool)
-        inW[W] = True
-        if inW[violated].any():             # a ridge answer: W's own constraints not met exactly
-            raise _Handover("the restricted solve left pairs of the working set violated")
         # Double the working set while it is below D; beyond D (more pairs than can be support
         # vectors, so the extra ones test separability) grow it by half.
         grow = W.size if W.size < D else W.size // 2
@@ -381,12 +422,32 @@ def max_margin(Z, *, method: str = "active_set", feasibility_tol: float = 1e-7,
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    Z = np.asarray(to_numpy(Z), dtype=np.float64)
-    if Z.ndim != 2 or Z.shape[0] == 0:
+    Z = np.asarray(to_numpy(Z))
+    if np.iscomplexobj(Z) or Z.dtype.kind not in "fiub":
+        raise ValueError(f"Z must hold real numbers, got dtype {Z.dtype}")
+    Z = Z.astype(np.float64, copy=False)
+    if Z.ndim != 2 or Z.shape[0] == 0 or Z.shape[1] == 0:
         raise ValueError(f"Z must be a non-empty (n, D) matrix, got shape {Z.shape}")
     if not np.all(np.isfinite(Z)):
         raise ValueError("Z contains NaN or Inf")
     n, D = Z.shape
+    # Far from unit scale, solve on Z / s and scale back (u* = u*(Z/s) / s, a = a(Z/s) / s^2)
+    # so that Gram entries and dual weights cannot over- or underflow (the methods' own
+    # tolerances are relative already; near unit scale the copy of Z is not worth its time).
+    s = float(np.max(np.abs(Z)))
+    if s == 0.0:
+        exc = NotSeparableError("the training differences z_i are not linearly separable through the "
+                                "origin: every z_i = 0, so <u, z_i> = 0 < 1 for every u")
+        exc.margin_bound, exc.pairs_in_proof = 0.0, 1
+        raise exc
+    if not SCALE_RANGE[0] <= s <= SCALE_RANGE[1]:
+        raise ValueError(f"Z's largest entry is {s:.1e}: rescale the features into "
+                         f"[{SCALE_RANGE[0]:.0e}, {SCALE_RANGE[1]:.0e}] (u* scales as 1/|Z| and its "
+                         f"dual weights as 1/|Z|^2, which would over- or underflow float64)")
+    if 1e-20 <= s <= 1e20:
+        s, Zs = 1.0, Z
+    else:
+        Zs = Z / s
     # The largest operation: a Gram matrix / Cholesky of about min(n, D) support vectors
     # (active set), or the QR of Z^T (qp).
     work = float(min(n, D)) ** 2 * D if method == "active_set" else float(n) * D * min(n, D)
@@ -394,22 +455,26 @@ def max_margin(Z, *, method: str = "active_set", feasibility_tol: float = 1e-7,
         cert = None
         if method == "active_set":
             try:
-                u, alpha = _max_margin_active_set(Z)
-                cert = certificate(Z, u, alpha)
+                u, alpha = _max_margin_active_set(Zs)
+                cert = certificate(Zs, u, alpha)
+                if not max(cert.values()) <= CERTIFICATE_TOL and np.count_nonzero(alpha) <= D:
+                    u2, alpha2 = _support_solve(Zs, alpha)
+                    cert2 = certificate(Zs, u2, alpha2)
+                    if max(cert2.values()) < max(cert.values()):
+                        u, alpha, cert = u2, alpha2, cert2
                 if not max(cert.values()) <= CERTIFICATE_TOL:
                     raise _Handover(f"certificate {max(cert.values()):.1e} > {CERTIFICATE_TOL:.0e}")
             except _Handover:
                 method, cert = "qp", None
         if method == "qp":
-            # The interior-point solver's tolerances are absolute: solve on Z / s (rows of norm
-            # <= 1) and scale back, u* = u*(Z/s) / s and a = a(Z/s) / s^2, so the answer does
-            # not depend on the units of the features.
-            s = float(np.max(np.linalg.norm(Z, axis=1))) or 1.0
-            u, alpha = _max_margin_qp(Z / s, feasibility_tol=feasibility_tol,
+            # The interior-point solver's tolerances are absolute: rows of norm <= 1.
+            r = float(np.max(np.linalg.norm(Zs, axis=1)))
+            u, alpha = _max_margin_qp(Zs / r, feasibility_tol=feasibility_tol,
                                       initial_working_set=initial_working_set, max_rounds=max_rounds)
+            u, alpha = u / r, alpha / r**2
+        if s != 1.0 or cert is None:
             u, alpha = u / s, alpha / s**2
-        if cert is None:
-            cert = certificate(Z, u, alpha)
+            cert = certificate(Z, u, alpha)    # of the answer in the caller's units
         m = Z @ u
     # Support vectors: active constraints that carry dual weight.
     support = np.flatnonzero((m <= 1.0 + 1e-6) & (alpha > 0))

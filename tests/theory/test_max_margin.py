@@ -200,3 +200,36 @@ def test_near_the_separability_threshold_the_active_set_finishes(monkeypatch):
             continue
         assert max(r.certificate.values()) <= CERTIFICATE_TOL or r.method == "qp"
     assert len(calls) <= 4
+
+
+@pytest.mark.parametrize("spread", [2.0, 3.0])
+def test_features_of_very_different_scales_stay_certified(spread):
+    """Columns scaled over 10^(2 spread) (hidden states have outlier dimensions): K_SS is
+    ill-conditioned, and the support is re-solved by QR so that margins still reach 1 to
+    rounding (the Cholesky answer alone missed by 4e-9 and handed over to the QP)."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=16)
+    X = rng.normal(size=(50, 16))
+    X *= np.sign(X @ w)[:, None]
+    Z = X * np.logspace(-spread, spread, 16)
+    r = max_margin(Z)
+    assert r.method == "active_set"
+    assert max(r.certificate.values()) <= CERTIFICATE_TOL
+    assert (Z @ r.u).min() >= 1 - 1e-9
+
+
+@pytest.mark.parametrize("Z,match", [
+    (np.ones((3, 2)) * 1e200, "rescale the features"),
+    (np.ones((3, 2)) * 1e-200, "rescale the features"),
+    (np.ones((3, 2)) * (1 + 1j), "real numbers"),
+    (np.zeros((3, 0)), "non-empty"),
+])
+def test_unrepresentable_input_is_refused(Z, match):
+    with pytest.raises(ValueError, match=match):
+        max_margin(Z)
+
+
+def test_all_zero_differences_carry_their_bound():
+    with pytest.raises(NotSeparableError, match="every z_i = 0") as info:
+        max_margin(np.zeros((4, 3)))
+    assert info.value.margin_bound == 0.0 and info.value.pairs_in_proof == 1
