@@ -33,7 +33,7 @@ from sims.cli import UsageError, field, positive
 from sims import inputs
 from sims.representations import load_pairs, synthetic
 from sims.theorem2 import Config as Theorem2
-from theory.max_margin import NotSeparableError, direction_gap, max_margin
+from theory.max_margin import NotSeparableError, SolverError, direction_gap, max_margin
 
 LIBLINEAR_C = 1e4
 MIN_TIMED_ENTRIES = 10**6     # n * D below which the speed check only informs
@@ -85,6 +85,8 @@ def ours(Z):
         return max_margin(Z)
     except NotSeparableError as exc:
         return exc
+    except SolverError as exc:          # the QP fallback failed: a run error (exit 3), not a bug
+        raise cli.RunError(f"cannot compute u*: {exc}") from None
 
 
 def liblinear(Z):
@@ -162,8 +164,8 @@ def bench_case(name, Z, config, log):
                 entry["margin_rel_diff"] = float(abs(entry["min_margin"] - r.margin) / r.margin)
         row[peer] = entry
         log(f"  {peer:10} {tp:8.3f} s  ({tp / t:.2f}x ours)  "
-            + (entry.get("status", "") or f"1-cos {entry.get('one_minus_cos', float('nan')):.1e}, "
-               f"violation {entry['violation']:.1e}"))
+            + (entry.get("status", "") or (f"1-cos {entry['one_minus_cos']:.1e}, " if "one_minus_cos" in entry else "")
+               + f"violation {entry['violation']:.1e}"))
     return row
 
 
