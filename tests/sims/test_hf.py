@@ -38,7 +38,7 @@ def test_states_are_what_lm_head_consumes_with_either_padding(kind, tied, tok):
     m = T.model(kind, tied=tied, seed=0, dtype=torch.float64)
     assert hf.head_of(m).tied is tied
     enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
-    seqs = hf._split(enc)[0] + hf._split(enc)[1]
+    seqs = hf.split_responses(enc)[0] + hf.split_responses(enc)[1]
     right = hf.run_batches(m, seqs, batch_size=3, side="right")
     left = hf.run_batches(m, seqs, batch_size=8, side="left")
     for i, (p, r) in enumerate(seqs):

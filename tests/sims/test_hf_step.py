@@ -34,7 +34,7 @@ def tok(tmp_path_factory):
 
 def _eval_seqs(tok):
     enc = hf.encode_pairs(tok, T.PARAPHRASES, eos=False)
-    return [s for pair in zip(*hf._split(enc)) for s in pair]
+    return [s for pair in zip(*hf.split_responses(enc)) for s in pair]
 
 
 def _logps(model, seqs):
@@ -44,7 +44,7 @@ def _logps(model, seqs):
 def _dpo_step_change(model, ref, tok, eta, param):
     """Rewards' actual change after one GD step (lr eta, mean DPO loss) on `param` alone."""
     train = hf.encode_pairs(tok, T.PAIRS, eos=False)
-    chosen, rejected = hf._split(train)
+    chosen, rejected = hf.split_responses(train)
     evals = _eval_seqs(tok)
     ref_m = _logps(ref, chosen) - _logps(ref, rejected)
     head = hf.head_of(model)
@@ -108,7 +108,7 @@ def test_tied_embeddings_warn_and_use_the_exact_tangent(kind, tok):
     name = hf.head_of(m).name
     W = dict(m.named_parameters())[name]
     head = hf.head_of(m)
-    chosen, rejected = hf._split(hf.encode_pairs(tok, T.PAIRS, eos=False))
+    chosen, rejected = hf.split_responses(hf.encode_pairs(tok, T.PAIRS, eos=False))
     ref_m = _logps(ref, chosen) - _logps(ref, rejected)
     W.requires_grad_(True)
     lp = lambda seqs: hf.forward(m, head, hf.collate(seqs))[1].sum(-1)

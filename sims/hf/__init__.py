@@ -1,0 +1,42 @@
+"""Your own model: the toolkit's analyses on a Hugging Face causal LM (the `[hf]` extra).
+
+    python -m sims.hf score --model M --ref R --pairs pairs.jsonl --beta 0.01 --out scores.json
+    python -m sims.hf representations --model M --train train.jsonl --heldout test.jsonl \\
+        --shifted paraphrases.jsonl --out reps.npz --analyse
+    python -m sims.hf analyse --representations reps.npz --out footnote3.json
+    python -m sims.hf step --model M --ref R --train train.jsonl --eval eval.jsonl \\
+        --beta 0.01 --eta 1e-3 --out step.json
+    python -m sims.hf bench --out bench.json
+
+A model is a local folder or a hub id (`from_pretrained`); its tokenizer comes from the same
+place unless --tokenizer says otherwise. Pairs are JSON Lines with `prompt`, `chosen`,
+`rejected`: strings (TRL's standard format) or lists of {"role", "content"} messages (TRL's
+conversational format, rendered with the tokenizer's chat template).
+
+What the adapter reads from the model (one forward pass per batch):
+  * h_{x,y<k}: the hidden state lm_head consumes (after the final norm), captured at its input,
+    at the position before each response token (the one-token shift); prompt positions masked.
+  * tokenisation as TRL's DPOTrainer: prompt and prompt + response tokenised, the response
+    starting where they diverge; EOS appended to plain-text responses when asked (TRL does).
+  * padding on either side: position ids count real tokens only, so a padded row computes
+    what the unpadded sequence does.
+  * the unembedding: lm_head's weight, its bias, a logit scale (Cohere, Granite) and a final
+    soft-cap (Gemma 2); checked against the model's own logits on every batch. Tied input and
+    output embeddings are detected (they break Assumption 1 for `step`).
+theory/ never imports transformers: this package turns the model into arrays and calls theory/.
+"""
+# One module per concern: model (loading, the head, the states it consumes), pairs (formats,
+# tokenisation), scoring (reward conventions), representations (Theorem 2's file, u*,
+# Footnote 3), step (Eq. 5 and the exact tangent), bench (cost), cli (the command line).
+from sims.hf.bench import bench
+from sims.hf.cli import main, parser
+from sims.hf.model import Batch, Head, collate, forward, head_of, load, load_tokenizer, pad_token_id, run_batches
+from sims.hf.pairs import encode_pairs, read_pairs, split_responses
+from sims.hf.representations import analyse, load_npz, pair_representations, write_representations
+from sims.hf.scoring import CONVENTIONS, score, sequence_scores
+from sims.hf.step import eq5_reward_change, step, tangent_reward_change
+
+__all__ = ["Batch", "CONVENTIONS", "Head", "analyse", "bench", "collate", "encode_pairs", "eq5_reward_change",
+           "forward", "head_of", "load", "load_npz", "load_tokenizer", "main", "pad_token_id", "pair_representations",
+           "parser", "read_pairs", "run_batches", "score", "sequence_scores", "split_responses", "step",
+           "tangent_reward_change", "write_representations"]

@@ -1,0 +1,214 @@
+"""Reading a causal LM: loading it, its unembedding (lm_head), and the hidden states it consumes.
+
+  * h_{x,y<k}: the hidden state lm_head consumes (after the final norm), captured at its input,
+    at the position before each response token (the one-token shift); prompt positions masked.
+  * padding on either side: position ids count real tokens only, so a padded row computes
+    what the unpadded sequence does.
+  * the unembedding: lm_head's weight, its bias, a logit scale (Cohere, Granite) and a final
+    soft-cap (Gemma 2); checked against the model's own logits on every batch. Tied input and
+    output embeddings are detected (they break Assumption 1 for `step`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from sims.cli import RunError, UsageError
+
+def _check_source(name: str, what: str) -> None:
+    """A local path (it starts with /, . or ~, or exists) must be a folder; anything else is a hub id."""
+    p = Path(name).expanduser()
+    if name.startswith(("/", ".", "~")) or p.exists():
+        if not p.is_dir():
+            raise UsageError(f"{what} {name}: no such folder")
+
+
+def load(name: str, *, dtype: str = "float32", device: str = "cpu"):
+    """A causal LM from a folder or hub id, in eval mode (dropout off)."""
+    _check_source(name, "--model/--ref")
+    import torch
+    from transformers import AutoModelForCausalLM
+    kwargs = {"dtype": getattr(torch, dtype)}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def load_tokenizer(name: str):
+    _check_source(name, "--tokenizer")
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+@dataclass(frozen=True)
+class Head:
+    """The unembedding: logits = softcap(scale * (W h + b)).  W (V, D), b (V,) or None."""
+    weight: object
+    bias: object
+    scale: float
+    softcap: float | None
+    tied: bool
+    name: str             # the parameter name of W (for torch.func)
+
+    def logits(self, h):
+        import torch
+        z = h @ self.weight.T
+        if self.bias is not None:
+            z = z + self.bias
+        z = z * self.scale
+        return z if self.softcap is None else self.softcap * torch.tanh(z / self.softcap)
+
+    @property
+    def linear(self) -> bool:
+        """Eq. 5's closed form needs logits linear in the unembedding (no soft-cap)."""
+        return self.softcap is None
+
+    def theory_form(self, h):
+        """(U, h') with U h' == the logits: the bias as a column of U over a constant 1, the
+        scale folded into h'. Training W and b by gradient descent is training this U.
+        h (..., D) -> U (V, D[+1]), h' (..., D[+1])."""
+        import torch
+        U, hh = self.weight, h * self.scale
+        if self.bias is not None:
+            U = torch.cat([U, self.bias[:, None]], dim=1)
+            hh = torch.cat([hh, torch.full_like(hh[..., :1], self.scale)], dim=-1)
+        return U.detach(), hh
+
+
+def head_of(model) -> Head:
+    """lm_head's weight, bias, logit scale and soft-cap, and whether it is tied to the input
+    embedding (the same tensor)."""
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is None or not hasattr(out, "weight"):
+        raise UsageError(f"{type(model).__name__} has no output embedding (lm_head)")
+    cfg = model.config
+    scale = float(getattr(cfg, "logit_scale", None) or 1.0)                    # Cohere: logits * s
+    if getattr(cfg, "logits_scaling", None):                                  # Granite: logits / s
+        scale /= float(cfg.logits_scaling)
+    cap = getattr(cfg, "final_logit_softcapping", None)                       # Gemma 2
+    tied = inp is not None and out.weight.data_ptr() == inp.weight.data_ptr()
+    name = next((n for n, p in model.named_parameters() if p is out.weight), None)
+    return Head(out.weight, getattr(out, "bias", None), scale, float(cap) if cap else None, tied, name)
+
+
+@dataclass
+class Batch:
+    """Prompt + response sequences padded into one batch, and where their responses are."""
+    input_ids: object       # (B, T)
+    attention_mask: object  # (B, T)
+    position_ids: object    # (B, T) real tokens counted from 0; padding on either side
+    at: object              # (B, L) position of the state that predicts response token k
+    y: object               # (B, L) response tokens (0 where masked)
+    mask: object            # (B, L) bool, real response tokens
+    last: object            # (B,) position of the last real token (EX-RM's h_{x,y})
+
+    def model_inputs(self):
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "position_ids": self.position_ids, "use_cache": False}
+
+
+def collate(seqs: list[tuple[list[int], list[int]]], *, pad_id: int = 0, side: str = "right",
+            device="cpu") -> Batch:
+    """(prompt_ids, response_ids) pairs -> a padded Batch."""
+    import torch
+    T = max(len(p) + len(r) for p, r in seqs)
+    L = max(len(r) for _, r in seqs)
+    B = len(seqs)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    att = torch.zeros((B, T), dtype=torch.long)
+    at = torch.zeros((B, L), dtype=torch.long)
+    y = torch.zeros((B, L), dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.bool)
+    last = torch.zeros(B, dtype=torch.long)
+    for i, (p, r) in enumerate(seqs):
+        n = len(p) + len(r)
+        off = 0 if side == "right" else T - n
+        ids[i, off:off + n] = torch.tensor(p + r)
+        att[i, off:off + n] = 1
+        K = len(r)
+        at[i, :K] = off + len(p) - 1 + torch.arange(K)      # the state before each response token
+        y[i, :K] = torch.tensor(r)
+        mask[i, :K] = True
+        last[i] = off + n - 1
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    return Batch(*(t.to(device) for t in (ids, att, pos, at, y, mask, last)))
+
+
+def forward(model, head: Head, batch: Batch, *, check: bool = True):
+    """One forward pass: (h (B, L, D) states lm_head consumes before each response token,
+    token log-probs (B, L) (0 where masked), h_last (B, D) the state at the last token).
+    Differentiable when called under autograd. check=True compares the unembedding
+    reconstructed from `head` with the model's own logits (RunError if they differ)."""
+    import torch
+    captured = {}
+
+    def hook(module, args):
+        captured["h"] = args[0]
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        logits = model(**batch.model_inputs()).logits
+    finally:
+        handle.remove()
+    H = captured["h"]                                                      # (B, T, D)
+    if H.shape[1] != batch.input_ids.shape[1]:
+        raise RunError(f"{type(model).__name__}: lm_head saw {H.shape[1]} positions, not "
+                       f"{batch.input_ids.shape[1]}")
+    rows = torch.arange(H.shape[0], device=H.device)[:, None]
+    h = H[rows, batch.at] * batch.mask[..., None]                          # (B, L, D), 0 where masked
+    z = logits[rows, batch.at]                                             # (B, L, V)
+    if check:
+        _check_head(model, head, h, z, batch.mask)
+    logp = torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)
+    lp = logp.gather(-1, batch.y[..., None])[..., 0] * batch.mask
+    return h, lp, H[rows[:, 0], batch.last]
+
+
+def _check_head(model, head, h, z, mask):
+    import torch
+    with torch.no_grad():
+        mine = head.logits(h)[mask].double()
+        theirs = z[mask].double()
+        eps = torch.finfo(z.dtype).eps
+        size = theirs.abs().max().item() + 1.0
+        err = (mine - theirs).abs().max().item()
+    if err > 1e3 * eps * size * math.sqrt(h.shape[-1]):
+        raise RunError(f"{type(model).__name__}: the unembedding read from lm_head (weight, bias, "
+                       f"scale {head.scale:g}, soft-cap {head.softcap}) does not reproduce the "
+                       f"model's logits (max difference {err:.3g}); this architecture's head is "
+                       f"not supported")
+
+
+def run_batches(model, seqs, *, batch_size: int = 8, side: str = "right", pad_id: int = 0,
+                states: bool = True):
+    """forward() over `seqs` in batches, without gradients. Returns numpy-free torch tensors:
+    h (N, L, D) or None, logp (N, L), mask (N, L), y (N, L), h_last (N, D) or None, in the
+    model's dtype (log-probs at least float32)."""
+    import torch
+    head = head_of(model)
+    device = next(model.parameters()).device
+    L = max(len(r) for _, r in seqs)
+    parts = {"h": [], "logp": [], "mask": [], "y": [], "h_last": []}
+    with torch.no_grad():
+        for s in range(0, len(seqs), batch_size):
+            chunk = seqs[s:s + batch_size]
+            b = collate(chunk, pad_id=pad_id, side=side, device=device)
+            h, lp, hl = forward(model, head, b)
+            pad = L - b.y.shape[1]
+            parts["logp"].append(torch.nn.functional.pad(lp, (0, pad)))
+            parts["mask"].append(torch.nn.functional.pad(b.mask, (0, pad)))
+            parts["y"].append(torch.nn.functional.pad(b.y, (0, pad)))
+            if states:
+                parts["h"].append(torch.nn.functional.pad(h, (0, 0, 0, pad)))
+                parts["h_last"].append(hl)
+    return {k: torch.cat(v) if v else None for k, v in parts.items()}
+
+
+def pad_token_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

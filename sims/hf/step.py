@@ -1,0 +1,179 @@
+"""One DPO gradient step on a real model: Eq. 5 on its own states, the exact autograd tangent
+(for tied embeddings), and the evaluation responses that move the wrong way."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from sims.cli import UsageError
+from sims.hf.model import collate, forward, head_of, pad_token_id, run_batches
+from sims.hf.pairs import encode_pairs, split_responses
+
+def _sequence_logps(model, head, batches):
+    import torch
+    return torch.cat([forward(model, head, b, check=False)[1].sum(-1) for b in batches])
+
+
+def tangent_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, *, beta, eta,
+                          params: list[str], batch_size=8, side="right"):
+    """The exact first-order change eta <grad r_IM(eval), -grad L> over the named parameters,
+    by autograd through the whole model: grad L by reverse mode, then all evaluation rewards'
+    derivative along -eta grad L by one forward-mode pass (torch.func.jvp). With tied input and
+    output embeddings, passing the tied matrix's name moves both uses, as training does."""
+    import torch
+    from torch.func import functional_call, jvp
+    head = head_of(model)
+    device = next(model.parameters()).device
+    pad = pad_token_id(tokenizer)
+    chosen, rejected = split_responses(train_enc)
+    mk = lambda seqs: [collate(seqs[s:s + batch_size], pad_id=pad, side=side, device=device)
+                       for s in range(0, len(seqs), batch_size)]
+    bc, br, be = mk(chosen), mk(rejected), mk(eval_seqs)
+    named = dict(model.named_parameters())
+    missing = [p for p in params if p not in named]
+    if missing:
+        raise UsageError(f"no parameter named {missing[0]!r}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = [named[p] for p in params]
+    for p in trainable:
+        p.requires_grad_(True)
+    try:
+        m = beta * (_sequence_logps(model, head, bc) - _sequence_logps(model, head, br)
+                    - ref_margins.to(device))
+        loss = torch.nn.functional.softplus(-m).mean()
+        grads = torch.autograd.grad(loss, trainable)
+    finally:
+        for p in trainable:
+            p.requires_grad_(False)
+    primals = {n: named[n].detach() for n in params}
+    tangents = {n: -eta * g for n, g in zip(params, grads)}
+
+    def rewards(ps):
+        return beta * torch.cat([forward_fn(ps, b) for b in be])
+
+    def forward_fn(ps, b):
+        captured = {}
+        handle = model.get_output_embeddings().register_forward_pre_hook(
+            lambda mod, args: captured.__setitem__("h", args[0]))
+        try:
+            logits = functional_call(model, ps, args=(), kwargs=b.model_inputs()).logits
+        finally:
+            handle.remove()
+        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        z = logits[rows, b.at]
+        lp = torch.log_softmax(z, -1).gather(-1, b.y[..., None])[..., 0] * b.mask
+        return lp.sum(-1)
+
+    # forward-mode AD is not implemented for the fused attention kernels; the math kernel is
+    # plain differentiable operations, in the model's own dtype
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel(SDPBackend.MATH):
+        _, dr = jvp(rewards, (primals,), (tangents,))
+    return dr.detach()
+
+
+def eq5_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, *, beta, eta,
+                      batch_size=8, side="right", route="auto"):
+    """Eq. 5 on the model's own states (theory.dynamics.reward_change_matrix_im), training the
+    unembedding alone (weight and bias; a logit scale folded into the states). Returns the
+    (A, B) matrix of per-example changes and the Seqs it was computed on."""
+    from theory.sequences import Seqs
+    from theory.dynamics import reward_change_matrix_im
+    head = head_of(model)
+    if not head.linear:
+        raise UsageError("Eq. 5's closed form needs logits linear in lm_head; this head has a soft-cap "
+                         "(use --method autograd)")
+    pad = pad_token_id(tokenizer)
+    chosen, rejected = split_responses(train_enc)
+    seqs = []
+    for group in (eval_seqs, chosen, rejected):
+        r = run_batches(model, group, batch_size=batch_size, side=side, pad_id=pad)
+        U, hh = head.theory_form(r["h"])
+        seqs.append(Seqs(hh, r["y"], r["mask"]))
+    M = reward_change_matrix_im(U, *seqs, beta=beta, eta=eta, ref_margins=ref_margins.to(U.dtype),
+                                route=route)
+    return M, seqs, U
+
+
+def _rho_summary(U, bar, plus, minus, a, i):
+    """rho of Eq. 5 between evaluation response a and training pair i's y+ and y- (theory.dynamics.rho)."""
+    import torch
+    from theory.dynamics import next_token_log_probs, rho
+    out = {}
+    pb = torch.exp(next_token_log_probs(U, type(bar)(bar.h[a:a + 1], bar.y[a:a + 1], bar.mask[a:a + 1])))[0]
+    K = int(bar.mask[a].sum())
+    for name, s in (("chosen", plus), ("rejected", minus)):
+        Lk = int(s.mask[i].sum())
+        pv = torch.exp(next_token_log_probs(U, type(s)(s.h[i:i + 1], s.y[i:i + 1], s.mask[i:i + 1])))[0]
+        R = rho(pb[:K], bar.y[a, :K], pv[:Lk], s.y[i, :Lk])
+        out[f"rho_{name}"] = {"min": float(R.min()), "mean": float(R.mean()), "max": float(R.max()),
+                              "matrix": R.tolist() if R.numel() <= 256 else None}
+    return out
+
+
+def step(model, ref, tokenizer, train, evals, *, beta: float, eta: float, eos: bool = False,
+         batch_size: int = 8, side: str = "right", method: str = "auto") -> dict:
+    """One DPO gradient step (learning rate eta, the mean loss over the training pairs): how
+    the IM-RM reward of each evaluation response moves (Eq. 5, with the reference's own
+    log-probability margins), beside the EX-RM's (a head u = 0 on the last-token states), and
+    the responses that move the wrong way (a chosen one down, a rejected one up)."""
+    import torch
+    from theory.dynamics import reward_change_matrix_ex
+    head = head_of(model)
+    train_enc = encode_pairs(tokenizer, train, eos=eos)
+    eval_enc = encode_pairs(tokenizer, evals, eos=eos)
+    eval_seqs = [s for pair in zip(*split_responses(eval_enc)) for s in pair]       # chosen, rejected, ...
+    chosen, rejected = split_responses(train_enc)
+    pad = pad_token_id(tokenizer)
+    lr = [run_batches(ref, g, batch_size=batch_size, side=side, pad_id=pad, states=False)["logp"]
+          .double().sum(-1) for g in (chosen, rejected)]
+    ref_margins = lr[0] - lr[1]                                            # (B,)
+    notes = []
+    if method == "auto":
+        method = "eq5" if head.linear and not head.tied else "autograd"
+    if head.tied:
+        warnings.warn("tied input and output embeddings: training the unembedding also moves the "
+                      "inputs, so Assumption 1 (fixed hidden states) fails and Eq. 5 on lm_head alone "
+                      "is not the step's first-order change; using the exact autograd tangent over "
+                      "the tied matrix instead", stacklevel=2)
+        notes.append("tied embeddings: delta_r_im is the exact autograd tangent over the tied matrix; "
+                     "delta_r_im_eq5_head_only is Eq. 5 on lm_head alone, for comparison")
+    M, seqs, U = eq5_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, beta=beta,
+                                   eta=eta, batch_size=batch_size, side=side) if head.linear else (None, None, None)
+    eq5 = M.mean(-1) if M is not None else None
+    if method == "autograd":
+        params = [head.name] + ([n for n, p in model.named_parameters() if p is head.bias] if head.bias is not None else [])
+        exact = tangent_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins.to(head.weight.dtype),
+                                      beta=beta, eta=eta, params=params, batch_size=batch_size, side=side)
+    else:
+        exact = eq5
+    # EX-RM: u = 0 (its initialisation, r_EX = 0 like r_IM), last-token states of the same body
+    hl = [run_batches(model, g, batch_size=batch_size, side=side, pad_id=pad)["h_last"].double()
+          for g in (eval_seqs, chosen, rejected)]
+    ex = reward_change_matrix_ex(torch.zeros_like(hl[0][0]), *hl, eta=eta).mean(-1)
+    responses, wrong = [], []
+    for a in range(len(eval_seqs)):
+        pair, kind = divmod(a, 2)
+        want = 1.0 if kind == 0 else -1.0
+        d = float(exact[a])
+        row = {"pair": pair, "response": "chosen" if kind == 0 else "rejected", "delta_r_im": d,
+               "delta_r_ex": float(ex[a]), "wrong_way_im": d * want < 0, "wrong_way_ex": float(ex[a]) * want < 0}
+        if eq5 is not None and head.tied:
+            row["delta_r_im_eq5_head_only"] = float(eq5[a])
+        responses.append(row)
+        if row["wrong_way_im"]:
+            entry = dict(row)
+            if M is not None:
+                # the training pair that pushes this response hardest the wrong way, and its rho
+                i = int(torch.argmin(M[a] * want))
+                entry["worst_training_pair"] = i
+                entry.update(_rho_summary(U, seqs[0], seqs[1], seqs[2], a, i))
+            wrong.append(entry)
+    margins = [responses[2 * p]["delta_r_im"] - responses[2 * p + 1]["delta_r_im"] for p in range(len(evals))]
+    return {"beta": beta, "eta": eta, "method": method, "tied_embeddings": head.tied,
+            "n_train": len(train), "n_eval": len(evals), "notes": notes,
+            "wrong_way_fraction_im": float(np.mean([r["wrong_way_im"] for r in responses])),
+            "wrong_way_fraction_ex": float(np.mean([r["wrong_way_ex"] for r in responses])),
+            "eval_margin_change_im": margins, "responses": responses, "wrong_way": wrong}
