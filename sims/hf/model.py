@@ -12,38 +12,59 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from sims.cli import RunError, UsageError
-
-def _check_source(name: str, what: str) -> None:
-    """A local path (it starts with /, . or ~, or exists) must be a folder; anything else is a hub id."""
-    p = Path(name).expanduser()
-    if name.startswith(("/", ".", "~")) or p.exists():
-        if not p.is_dir():
-            raise UsageError(f"{what} {name}: no such folder")
+from sims.hf.sources import resolve
 
 
-def load(name: str, *, dtype: str = "float32", device: str = "cpu"):
-    """A causal LM from a folder or hub id, in eval mode (dropout off)."""
-    _check_source(name, "--model/--ref")
+def load(name: str, *, dtype: str = "float32", device: str = "cpu", gguf_file: str | None = None,
+         what: str = "--model"):
+    """A causal LM, in eval mode (dropout off), from a short name, a GGUF, a folder or a hub id
+    (sims.hf.sources). In float64, the parts that transformers computes in float32 whatever
+    the model's dtype (RMSNorm) are made to compute in float64 (see float64_norms)."""
+    folder = resolve(name, gguf_file, what)
     import torch
     from transformers import AutoModelForCausalLM
-    kwargs = {"dtype": getattr(torch, dtype)}
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+    if dtype == "float64":
+        float64_norms(model)
     return model.to(device).eval()
 
 
-def load_tokenizer(name: str):
-    _check_source(name, "--tokenizer")
+def load_tokenizer(name: str, gguf_file: str | None = None, what: str = "--tokenizer"):
+    folder = resolve(name, gguf_file, what)
     from transformers import AutoTokenizer
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def float64_norms(model) -> int:
+    """Make every RMSNorm of a float64 model compute in float64.
+
+    transformers' RMSNorm (Llama, Mistral, Qwen2, Gemma, ...) casts its input to float32, normalises,
+    and casts back, whatever the model's dtype: a float64 model then carries float32 rounding
+    (about 3e-8 in SmolLM2's rewards), which hides the O(eta^2) remainder of a small step. The
+    same normalisation in the input's dtype, y = w * x / sqrt(mean(x^2) + eps), replaces it.
+    Returns how many modules were changed."""
+    import torch
+    n = 0
+    for module in model.modules():
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        if not type(module).__name__.endswith("RMSNorm") or eps is None or not hasattr(module, "weight"):
+            continue
+        offset = 1.0 if type(module).__name__.startswith("Gemma") else 0.0   # Gemma scales by (1 + w)
+
+        def forward(x, module=module, eps=float(eps), offset=offset):
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+            return (module.weight + offset).to(x.dtype) * y
+        module.forward = forward
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
