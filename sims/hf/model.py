@@ -185,13 +185,15 @@ def forward(model, head: Head, batch: Batch, *, check: bool = True):
     h = H[rows, batch.at] * batch.mask[..., None]                          # (B, L, D), 0 where masked
     z = logits[rows, batch.at]                                             # (B, L, V)
     if check:
-        _check_head(model, head, h, z, batch.mask)
+        check_head(head, h, z, batch.mask, type(model).__name__)
     logp = torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)
     lp = logp.gather(-1, batch.y[..., None])[..., 0] * batch.mask
     return h, lp, H[rows[:, 0], batch.last]
 
 
-def _check_head(model, head, h, z, mask):
+def check_head(head, h, z, mask, model_name: str = "the model"):
+    """RunError unless `head` reproduces the model's logits z (B, L, V) from its states h (B, L, D)
+    at the masked positions, to the dtype's rounding."""
     import torch
     with torch.no_grad():
         mine = head.logits(h)[mask].double()
@@ -200,7 +202,7 @@ def _check_head(model, head, h, z, mask):
         size = theirs.abs().max().item() + 1.0
         err = (mine - theirs).abs().max().item()
     if err > 1e3 * eps * size * math.sqrt(h.shape[-1]):
-        raise RunError(f"{type(model).__name__}: the unembedding read from lm_head (weight, bias, "
+        raise RunError(f"{model_name}: the unembedding read from lm_head (weight, bias, "
                        f"scale {head.scale:g}, soft-cap {head.softcap}) does not reproduce the "
                        f"model's logits (max difference {err:.3g}); this architecture's head is "
                        f"not supported")
