@@ -115,8 +115,12 @@ def body(argv=None) -> int:
     _positive("batch-size", args.batch_size)
     inputs.check_device(args.device)
     # every input is checked before a model loads
-    files = {k: read_pairs(getattr(args, k)) for k in ("pairs", "train", "heldout", "shifted", "eval")
-             if getattr(args, k, None)}
+    files = {}
+    for k in ("pairs", "train", "heldout", "shifted", "eval"):
+        if getattr(args, k, None):
+            files[k], ignored = read_pairs(getattr(args, k))
+            if ignored:
+                print(f"note: {getattr(args, k)}: ignored columns {', '.join(map(str, ignored))}")
     for k in ("beta", "eta"):
         if hasattr(args, k):
             _positive(k, getattr(args, k))

@@ -2,39 +2,79 @@
 
 Pairs are `prompt`, `chosen`, `rejected`: strings (TRL's standard format) or lists of
 {"role", "content"} messages (TRL's conversational format, rendered with the chat template).
+They come as JSON Lines, Parquet, or a folder written by `datasets`' `save_to_disk`.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 from sims.cli import UsageError
 
-def read_pairs(path: str) -> list[dict]:
-    """Preference pairs from JSON Lines: each line {"prompt", "chosen", "rejected"}, all strings
-    or all message lists. UsageError naming the file and line for anything else."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read pairs file {path!r}: {exc.strerror or exc}") from None
-    pairs = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{i}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= row.keys():
-            raise UsageError(f"{path}:{i}: needs the keys prompt, chosen and rejected")
-        kinds = {_kind(row[k]) for k in ("prompt", "chosen", "rejected")}
-        if len(kinds) != 1 or None in kinds:
-            raise UsageError(f"{path}:{i}: prompt, chosen and rejected must all be strings or all "
-                             f"lists of {{role, content}} messages")
-        pairs.append({k: row[k] for k in ("prompt", "chosen", "rejected")})
+COLUMNS = ("prompt", "chosen", "rejected")
+FORMATS = "JSON Lines (.jsonl, .json), Parquet (.parquet) or a folder written by datasets' save_to_disk"
+
+
+def read_pairs(path: str) -> tuple[list[dict], list[str]]:
+    """(pairs, ignored columns) from JSON Lines, Parquet or a `save_to_disk` folder.
+
+    Each row holds prompt, chosen and rejected, all strings or all message lists; other
+    columns (JSON keys) are ignored and returned, in order of appearance, for the caller to
+    name. A DatasetDict folder with one split is read whole; with several, `PATH:SPLIT` picks
+    one (the error lists them). A file without a suffix is read as JSON Lines (a pipe, say).
+    UsageError in one line naming the file, and the line (JSON
+    Lines, from 1) or row (tables, from 0 as `dataset[i]`), for anything else."""
+    file, split = _split_suffix(path)
+    if not file.exists():
+        raise UsageError(f"cannot read pairs file {str(file)!r}: no such file or folder")
+    if split is not None and not (file / "dataset_dict.json").is_file():
+        raise UsageError(f"{path}: a :SPLIT suffix picks a split of a DatasetDict folder, and {file} is not one")
+    if file.is_dir():
+        name, columns, rows = _saved_dataset(file, split)
+    elif file.suffix in (".jsonl", ".json", ""):   # no suffix: a pipe, `<(head pairs.jsonl)`
+        name, columns, rows = path, *_json_lines(file)
+    elif file.suffix in (".parquet", ".pq"):
+        name, columns, rows = path, *_parquet(file)
+    else:
+        raise UsageError(f"{path}: unknown pairs format {file.suffix!r}; give {FORMATS}")
+    pairs = [_check_row(f"{name}{where}", row) for where, row in rows]
     if not pairs:
-        raise UsageError(f"pairs file {path!r} holds no pairs")
-    return pairs
+        raise UsageError(f"pairs file {name!r} holds no pairs")
+    return pairs, [c for c in columns if c not in COLUMNS]
+
+
+def _split_suffix(path: str) -> tuple[Path, str | None]:
+    """PATH:SPLIT -> (PATH, SPLIT) when PATH exists and PATH:SPLIT does not (a colon may be
+    part of a file name)."""
+    head, colon, split = path.rpartition(":")
+    if colon and head and split and not Path(path).exists() and Path(head).exists():
+        return Path(head), split
+    return Path(path), None
+
+
+def _check_columns(where: str, columns) -> None:
+    missing = [c for c in COLUMNS if c not in columns]
+    if missing:
+        raise UsageError(f"{where}: needs the columns prompt, chosen and rejected; missing {', '.join(missing)} "
+                         f"(it has {', '.join(map(str, columns)) or 'none'})")
+
+
+def _check_row(where: str, row) -> dict:
+    """The one check every format's rows go through."""
+    if not isinstance(row, dict):
+        raise UsageError(f"{where}: expected an object with prompt, chosen and rejected, got {type(row).__name__}")
+    _check_columns(where, list(row))
+    kinds = [_kind(row[k]) for k in COLUMNS]
+    for k, kind in zip(COLUMNS, kinds):
+        if kind is None:
+            value = repr(row[k]) if len(repr(row[k])) <= 40 else repr(row[k])[:37] + "..."
+            got = "missing (null)" if row[k] is None else f"{type(row[k]).__name__} {value}"
+            raise UsageError(f"{where}: {k} is {got}; expected a string or a list of {{role, content}} messages")
+    if len(set(kinds)) != 1:
+        raise UsageError(f"{where}: prompt, chosen and rejected must all be strings or all lists of "
+                         f"{{role, content}} messages (got {', '.join(kinds)})")
+    return {k: row[k] for k in COLUMNS}
 
 
 def _kind(value):
@@ -44,6 +84,91 @@ def _kind(value):
                                                  for m in value):
         return "messages"
     return None
+
+
+def _json_lines(file: Path):
+    try:
+        lines = file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read pairs file {str(file)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    rows, columns = [], {}
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{file}:{i}: not JSON ({exc.msg})") from None
+        columns.update(dict.fromkeys(row) if isinstance(row, dict) else {})
+        rows.append((f":{i}", row))
+    return list(columns), rows
+
+
+def _need(module: str, package: str, what: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"reading {what} needs {package}: pip install '{package}' (or the [hf] extra)") from None
+
+
+def _parquet(file: Path):
+    pa = _need("pyarrow", "pyarrow", f"{file} (Parquet)")
+    pq = _need("pyarrow.parquet", "pyarrow", f"{file} (Parquet)")
+    try:
+        columns = pq.read_schema(file).names
+        _check_columns(str(file), columns)
+        rows = pq.read_table(file, columns=list(COLUMNS)).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise UsageError(f"{file}: not a readable Parquet file ({_first_line(exc)})") from None
+    return columns, [(f" row {i}", row) for i, row in enumerate(rows)]
+
+
+def _saved_dataset(folder: Path, split: str | None):
+    """(name for messages, columns, rows) of a Dataset folder, or of one split of a DatasetDict
+    folder (loaded alone: datasets cannot load an empty split back, which would sink the rest)."""
+    name = str(folder)
+    if (folder / "dataset_dict.json").is_file():
+        splits = _saved_json(folder / "dataset_dict.json").get("splits", [])
+        if split is None and len(splits) != 1:
+            raise UsageError(f"{folder}: a DatasetDict with the splits {', '.join(splits) or '(none)'}; "
+                             f"name one as {folder}:{splits[0] if splits else 'SPLIT'}")
+        split = splits[0] if split is None else split
+        if split not in splits:
+            raise UsageError(f"{folder}: no split {split!r} (the splits are {', '.join(splits)})")
+        folder, name = folder / split, f"{folder}:{split}"
+    if not (folder / "state.json").is_file():
+        raise UsageError(f"{name}: a folder, but not one written by save_to_disk (no dataset_dict.json or "
+                         f"state.json); pairs are {FORMATS}")
+    if _saved_json(folder / "state.json").get("_data_files") == []:   # 0 rows: saved, but not loadable
+        return name, [], []
+    datasets = _need("datasets", "datasets>=2.14", f"{name} (a saved dataset)")
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()   # a folder of > 16 shards would draw one on a terminal
+    try:
+        ds = datasets.load_from_disk(str(folder))
+    except Exception as exc:  # noqa: BLE001  (a damaged folder fails in many ways, all the folder's fault)
+        raise UsageError(f"{name}: cannot load the saved dataset ({_first_line(exc)})") from None
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    _check_columns(name, ds.column_names)
+    rows = ds.select_columns(list(COLUMNS)).to_list()
+    return name, ds.column_names, [(f" row {i}", row) for i, row in enumerate(rows)]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _saved_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: damaged save_to_disk metadata ({exc})") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{path}: damaged save_to_disk metadata (not a JSON object)")
+    return obj
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
