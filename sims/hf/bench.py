@@ -1,4 +1,4 @@
-"""Time and peak memory of sims.hf's forward pass and Eq. 5."""
+"""Time and peak memory of sims.hf's forward pass, Eq. 5 and the exact tangent, on any model."""
 from __future__ import annotations
 
 import time
@@ -8,28 +8,38 @@ import numpy as np
 from sims.hf.model import head_of, run_batches
 from sims.hf.pairs import split_responses
 
-def bench(*, hidden: int, layers: int, vocab: int, n_pairs: int, length: int, dtype: str,
-          device: str, seed: int = 0) -> dict:
-    """Time and peak memory on a random (untied) Llama of the given size: the forward pass that
-    `score` and `representations` make per response, and Eq. 5 (`step`'s closed form) for
-    n_pairs training pairs against their chosen responses, states included. A reference model
-    costs one more forward pass per response; the model's own weights dominate the memory."""
-    import resource
+
+def random_llama(*, hidden: int, layers: int, vocab: int, dtype: str, device: str, seed: int = 0):
+    """A random untied Llama of the given size (for scaling studies: no weights to read)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden,
                       num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
                       num_key_value_heads=max(1, hidden // 64), tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg).to(getattr(torch, dtype)).to(device).eval()
-    n_params = sum(p.numel() for p in model.parameters())
+    return LlamaForCausalLM(cfg).to(getattr(torch, dtype)).to(device).eval()
+
+
+def bench(model, *, n_pairs: int, length: int, seed: int = 0) -> dict:
+    """Time and peak memory of `model` on n_pairs random pairs of `length` tokens (half prompt,
+    half response): the forward pass that `score` and `representations` make per response;
+    Eq. 5 (`step`'s closed form on lm_head) for the pairs against their chosen responses,
+    states included; and, for tied embeddings, the exact tangent that `step` uses instead
+    (reverse-mode gradient of the loss plus one forward-mode pass). A reference model costs one
+    more forward pass per response; the model's own weights dominate the memory."""
+    import resource
+    import torch
+    from theory.dynamics import reward_change_matrix_im
+    from theory.sequences import Seqs
+    from sims.hf.step import tangent_reward_change
+    device = str(next(model.parameters()).device)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    vocab = model.get_output_embeddings().weight.shape[0]
     rng = np.random.default_rng(seed)
-    half = length // 2
+    half = max(1, length // 2)
     seqs = [(rng.integers(1, vocab, half).tolist(), rng.integers(1, vocab, half).tolist(),
              rng.integers(1, vocab, half).tolist()) for _ in range(n_pairs)]
-
-    class Tok:  # pre-tokenised pairs: the bench measures the model, not the tokenizer
-        pad_token_id, eos_token = 0, None
+    head = head_of(model)
     times = {}
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -37,22 +47,31 @@ def bench(*, hidden: int, layers: int, vocab: int, n_pairs: int, length: int, dt
     for group in split_responses(seqs):
         run_batches(model, group, batch_size=8, pad_id=0)
     times["forward_seconds_per_pair"] = (time.perf_counter() - t0) / n_pairs
-    from theory.sequences import Seqs
-    from theory.dynamics import reward_change_matrix_im
-    head = head_of(model)
     t0 = time.perf_counter()
     parts = []
     for group in (split_responses(seqs)[0], *split_responses(seqs)):
         r = run_batches(model, group, batch_size=8, pad_id=0)
         U, hh = head.theory_form(r["h"])
         parts.append(Seqs(hh, r["y"], r["mask"]))
-    reward_change_matrix_im(U, *parts, beta=0.01, eta=1e-3, ref_margins=torch.zeros(n_pairs, dtype=U.dtype,
-                                                                                      device=U.device))
+    reward_change_matrix_im(U, *parts, beta=0.01, eta=1e-3,
+                            ref_margins=torch.zeros(n_pairs, dtype=U.dtype, device=U.device))
     times["eq5_seconds"] = time.perf_counter() - t0
+    times["tangent_seconds"] = None
+    if head.tied:
+
+        class Tok:  # pre-tokenised pairs: the bench measures the model, not the tokenizer
+            pad_token_id, eos_token = 0, None
+        t0 = time.perf_counter()
+        tangent_reward_change(model, Tok, seqs, split_responses(seqs)[0],
+                              torch.zeros(n_pairs, dtype=head.weight.dtype, device=device),
+                              beta=0.01, eta=1e-3, params=[head.name])
+        times["tangent_seconds"] = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"config": {"hidden": hidden, "layers": layers, "vocab": vocab, "n_pairs": n_pairs,
-                       "tokens_per_sequence": 2 * half, "dtype": dtype, "device": device},
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"config": {"architecture": type(model).__name__, "hidden": model.config.hidden_size,
+                       "layers": model.config.num_hidden_layers, "vocab": vocab, "tied_embeddings": head.tied,
+                       "n_pairs": n_pairs, "tokens_per_sequence": 2 * half, "dtype": dtype, "device": device},
             "parameters": n_params, "parameters_billions": n_params / 1e9,
             "peak_memory_gib": peak / 2**30,
             "memory_kind": "torch.cuda.max_memory_allocated" if device.startswith("cuda") else "process max RSS",

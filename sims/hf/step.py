@@ -10,26 +10,30 @@ from sims.cli import UsageError
 from sims.hf.model import collate, forward, head_of, pad_token_id, run_batches
 from sims.hf.pairs import encode_pairs, split_responses
 
+class ToolkitWarning(UserWarning):
+    """A warning of this toolkit's (the command line shows these, and no library's)."""
+
+
 def _sequence_logps(model, head, batches):
     import torch
     return torch.cat([forward(model, head, b, check=False)[1].sum(-1) for b in batches])
 
 
-def tangent_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, *, beta, eta,
-                          params: list[str], batch_size=8, side="right"):
-    """The exact first-order change eta <grad r_IM(eval), -grad L> over the named parameters,
-    by autograd through the whole model: grad L by reverse mode, then all evaluation rewards'
-    derivative along -eta grad L by one forward-mode pass (torch.func.jvp). With tied input and
-    output embeddings, passing the tied matrix's name moves both uses, as training does."""
+def _batches(tokenizer, seqs, batch_size, side, device):
+    pad = pad_token_id(tokenizer)
+    return [collate(seqs[s:s + batch_size], pad_id=pad, side=side, device=device)
+            for s in range(0, len(seqs), batch_size)]
+
+
+def loss_gradients(model, tokenizer, train_enc, ref_margins, *, beta, params: list[str], batch_size=8,
+                   side="right"):
+    """grad of the mean DPO loss over the training pairs, -ln sigmoid(beta (ln pi(y+) - ln pi(y-))
+    - beta ref_margins), with respect to the named parameters (autograd through the model)."""
     import torch
-    from torch.func import functional_call, jvp
     head = head_of(model)
     device = next(model.parameters()).device
-    pad = pad_token_id(tokenizer)
     chosen, rejected = split_responses(train_enc)
-    mk = lambda seqs: [collate(seqs[s:s + batch_size], pad_id=pad, side=side, device=device)
-                       for s in range(0, len(seqs), batch_size)]
-    bc, br, be = mk(chosen), mk(rejected), mk(eval_seqs)
+    bc, br = (_batches(tokenizer, g, batch_size, side, device) for g in (chosen, rejected))
     named = dict(model.named_parameters())
     missing = [p for p in params if p not in named]
     if missing:
@@ -43,35 +47,73 @@ def tangent_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, *
         m = beta * (_sequence_logps(model, head, bc) - _sequence_logps(model, head, br)
                     - ref_margins.to(device))
         loss = torch.nn.functional.softplus(-m).mean()
-        grads = torch.autograd.grad(loss, trainable)
+        return torch.autograd.grad(loss, trainable)
     finally:
         for p in trainable:
             p.requires_grad_(False)
-    primals = {n: named[n].detach() for n in params}
-    tangents = {n: -eta * g for n, g in zip(params, grads)}
 
-    def rewards(ps):
-        return beta * torch.cat([forward_fn(ps, b) for b in be])
 
-    def forward_fn(ps, b):
-        captured = {}
-        handle = model.get_output_embeddings().register_forward_pre_hook(
-            lambda mod, args: captured.__setitem__("h", args[0]))
-        try:
+def _eval_logps(model, batches, ps=None):
+    """Summed response log-probs of the evaluation batches, with parameters `ps` substituted
+    (torch.func.functional_call) when given."""
+    import torch
+    from torch.func import functional_call
+    out = []
+    for b in batches:
+        if ps is None:
+            logits = model(**b.model_inputs()).logits
+        else:
             logits = functional_call(model, ps, args=(), kwargs=b.model_inputs()).logits
-        finally:
-            handle.remove()
         rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
         z = logits[rows, b.at]
-        lp = torch.log_softmax(z, -1).gather(-1, b.y[..., None])[..., 0] * b.mask
-        return lp.sum(-1)
+        lp = torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), -1)
+        out.append((lp.gather(-1, b.y[..., None])[..., 0] * b.mask).sum(-1))
+    return torch.cat(out)
 
+
+def tangent_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, *, beta, eta,
+                          params: list[str], batch_size=8, side="right", grads=None):
+    """The exact first-order change eta <grad r_IM(eval), -grad L> over the named parameters,
+    by autograd through the whole model: grad L by reverse mode, then all evaluation rewards'
+    derivative along -eta grad L by one forward-mode pass (torch.func.jvp). With tied input and
+    output embeddings, passing the tied matrix's name moves both uses, as training does."""
+    from torch.func import jvp
+    if grads is None:
+        grads = loss_gradients(model, tokenizer, train_enc, ref_margins, beta=beta, params=params,
+                               batch_size=batch_size, side=side)
+    device = next(model.parameters()).device
+    be = _batches(tokenizer, eval_seqs, batch_size, side, device)
+    named = dict(model.named_parameters())
+    primals = {n: named[n].detach() for n in params}
+    tangents = {n: -eta * g for n, g in zip(params, grads)}
     # forward-mode AD is not implemented for the fused attention kernels; the math kernel is
     # plain differentiable operations, in the model's own dtype
     from torch.nn.attention import SDPBackend, sdpa_kernel
     with sdpa_kernel(SDPBackend.MATH):
-        _, dr = jvp(rewards, (primals,), (tangents,))
+        _, dr = jvp(lambda ps: beta * _eval_logps(model, be, ps), (primals,), (tangents,))
     return dr.detach()
+
+
+def actual_reward_change(model, tokenizer, eval_seqs, grads, *, beta, eta, params: list[str], batch_size=8,
+                         side="right"):
+    """What one real gradient-descent step theta -> theta - eta grad L does to the evaluation
+    rewards beta ln pi (the reference is fixed, so it drops out of the change). The model's
+    parameters are restored exactly afterwards."""
+    import torch
+    device = next(model.parameters()).device
+    be = _batches(tokenizer, eval_seqs, batch_size, side, device)
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        before = _eval_logps(model, be)
+        saved = [named[n].detach().clone() for n in params]
+        try:
+            for n, g in zip(params, grads):
+                named[n].sub_(eta * g)
+            after = _eval_logps(model, be)
+        finally:
+            for n, v in zip(params, saved):
+                named[n].copy_(v)
+    return beta * (after - before)
 
 
 def eq5_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, *, beta, eta,
@@ -114,11 +156,16 @@ def _rho_summary(U, bar, plus, minus, a, i):
 
 
 def step(model, ref, tokenizer, train, evals, *, beta: float, eta: float, eos: bool = False,
-         batch_size: int = 8, side: str = "right", method: str = "auto") -> dict:
+         batch_size: int = 8, side: str = "right", method: str = "auto", actual: bool = False) -> dict:
     """One DPO gradient step (learning rate eta, the mean loss over the training pairs): how
     the IM-RM reward of each evaluation response moves (Eq. 5, with the reference's own
     log-probability margins), beside the EX-RM's (a head u = 0 on the last-token states), and
-    the responses that move the wrong way (a chosen one down, a rejected one up)."""
+    the responses that move the wrong way (a chosen one down, a rejected one up).
+
+    actual=True also takes the real step (and a half step) on the unembedding (the tied
+    matrix, when tied) and compares: the first-order prediction against the actual change
+    (correlation, sign agreement, the remainder, which must be O(eta^2): halving eta divides it
+    by about 4), and the head-only Eq. 5 against the actual change."""
     import torch
     from theory.dynamics import reward_change_matrix_ex
     head = head_of(model)
@@ -137,16 +184,19 @@ def step(model, ref, tokenizer, train, evals, *, beta: float, eta: float, eos: b
         warnings.warn("tied input and output embeddings: training the unembedding also moves the "
                       "inputs, so Assumption 1 (fixed hidden states) fails and Eq. 5 on lm_head alone "
                       "is not the step's first-order change; using the exact autograd tangent over "
-                      "the tied matrix instead", stacklevel=2)
+                      "the tied matrix instead", ToolkitWarning, stacklevel=2)
         notes.append("tied embeddings: delta_r_im is the exact autograd tangent over the tied matrix; "
                      "delta_r_im_eq5_head_only is Eq. 5 on lm_head alone, for comparison")
     M, seqs, U = eq5_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins, beta=beta,
                                    eta=eta, batch_size=batch_size, side=side) if head.linear else (None, None, None)
     eq5 = M.mean(-1) if M is not None else None
+    params = [head.name] + ([n for n, p in model.named_parameters() if p is head.bias] if head.bias is not None else [])
+    common = {"beta": beta, "params": params, "batch_size": batch_size, "side": side}
+    grads = loss_gradients(model, tokenizer, train_enc, ref_margins.to(head.weight.dtype), **common) \
+        if method == "autograd" or actual else None
     if method == "autograd":
-        params = [head.name] + ([n for n, p in model.named_parameters() if p is head.bias] if head.bias is not None else [])
         exact = tangent_reward_change(model, tokenizer, train_enc, eval_seqs, ref_margins.to(head.weight.dtype),
-                                      beta=beta, eta=eta, params=params, batch_size=batch_size, side=side)
+                                      eta=eta, grads=grads, **common)
     else:
         exact = eq5
     # EX-RM: u = 0 (its initialisation, r_EX = 0 like r_IM), last-token states of the same body
@@ -172,8 +222,46 @@ def step(model, ref, tokenizer, train, evals, *, beta: float, eta: float, eos: b
                 entry.update(_rho_summary(U, seqs[0], seqs[1], seqs[2], a, i))
             wrong.append(entry)
     margins = [responses[2 * p]["delta_r_im"] - responses[2 * p + 1]["delta_r_im"] for p in range(len(evals))]
-    return {"beta": beta, "eta": eta, "method": method, "tied_embeddings": head.tied,
+    checked = None
+    if actual:
+        full, half = (actual_reward_change(model, tokenizer, eval_seqs, grads, eta=e, **common).double().cpu()
+                      for e in (eta, eta / 2))
+        checked = against_actual(exact.double().cpu(), full, half, eq5.double().cpu() if eq5 is not None else None)
+        checked["dtype"] = str(head.weight.dtype).replace("torch.", "")
+        for row, d in zip(responses, full.tolist()):
+            row["delta_r_im_actual"] = d
+    return {"beta": beta, "eta": eta, "method": method, "tied_embeddings": head.tied, "actual": checked,
             "n_train": len(train), "n_eval": len(evals), "notes": notes,
             "wrong_way_fraction_im": float(np.mean([r["wrong_way_im"] for r in responses])),
             "wrong_way_fraction_ex": float(np.mean([r["wrong_way_ex"] for r in responses])),
             "eval_margin_change_im": margins, "responses": responses, "wrong_way": wrong}
+
+
+def _agreement(pred, actual) -> dict:
+    """Pearson correlation, the fraction of responses moved in the predicted direction, and the
+    largest error relative to the largest actual change."""
+    import torch
+    p, a = pred - pred.mean(), actual - actual.mean()
+    den = float(p.norm() * a.norm())
+    return {"correlation": float((p * a).sum()) / den if den > 0 else None,
+            "sign_agreement": float((torch.sign(pred) == torch.sign(actual)).double().mean()),
+            "max_relative_error": float((pred - actual).abs().max() / actual.abs().max().clamp_min(1e-300))}
+
+
+def against_actual(first_order, full, half, eq5=None) -> dict:
+    """The first-order prediction (tangent or Eq. 5) of the step of size eta against the actual
+    changes after steps of eta and eta/2. The remainder r(eta) = actual - first order is
+    O(eta^2) when the prediction is the exact derivative: r(eta) / r(eta/2) -> 4 (the median over
+    responses is reported; rounding in the actual change makes it drift from 4 once the
+    remainder nears the dtype's precision)."""
+    import torch
+    r_full, r_half = full - first_order, half - first_order / 2
+    ratio = (r_full.abs() / r_half.abs().clamp_min(1e-300))
+    out = {"first_order": _agreement(first_order, full),
+           "remainder_max_abs": float(r_full.abs().max()),
+           "remainder_relative": float(r_full.abs().max() / full.abs().max().clamp_min(1e-300)),
+           "remainder_ratio_half_step": float(torch.median(ratio)),
+           "actual_max_abs": float(full.abs().max())}
+    if eq5 is not None:
+        out["eq5_head_only"] = _agreement(eq5, full)
+    return out

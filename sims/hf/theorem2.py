@@ -33,32 +33,10 @@ import numpy as np
 
 from sims.hf.answers import single_token_states
 from sims.hf.model import head_of
+from sims.hf.yesno import TRAIN_PER_TOPIC, chat_prompts, prompt_split
 
-TRAIN_PER_TOPIC = 16
 SPLIT_WORDS = {"train": ("train_chosen", "train_rejected"), "seen_tokens": ("train_chosen", "train_rejected"),
                "unseen_tokens": ("unseen_chosen", "unseen_rejected")}
-
-
-def chat_prompts(tokenizer, questions: list[str]) -> list[str]:
-    """Each question as the user's turn of the model's chat template, ending with the assistant's
-    generation prompt (the answer token follows directly); plain text without a template."""
-    if not getattr(tokenizer, "chat_template", None):
-        return [f"{q}\nAnswer: " for q in questions]
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                          add_generation_prompt=True) for q in questions]
-
-
-def prompt_split(train_per_topic: int = TRAIN_PER_TOPIC):
-    """(training questions, new questions) of the persona statements, split within each topic."""
-    from sims import statements
-    train, new = [], []
-    by_topic: dict[str, list[str]] = {}
-    for topic, q in statements.prompts("persona"):
-        by_topic.setdefault(topic, []).append(q)
-    for qs in by_topic.values():
-        train += qs[:train_per_topic]
-        new += qs[train_per_topic:]
-    return train, new
 
 
 def representation_arrays(model, tokenizer, *, train_per_topic: int = TRAIN_PER_TOPIC, batch_size: int = 8,
