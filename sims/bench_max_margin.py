@@ -52,14 +52,23 @@ class BenchConfig:
                           lambda v: v >= 0, "must be >= 0")
     representations: str = field("", "an .npz of hidden representations (sims/representations.py format); "
                                  "its train differences are one more case")
+    backbone: str = field("", "a real model, named as sims.hf's --model (e.g. smollm2): the differences "
+                          "h(x, y+) - h(x, y-) of every affirmative x negative one-token answer to every persona "
+                          "and factual prompt of sims.statements replace the synthetic cases (needs [hf])")
 
     def validate(self):
         if self.representations:
             load_pairs(self.representations)          # every array checked now (sims.inputs)
+        if self.backbone:
+            from sims.hf.sources import gguf_path, check_local
+            if gguf_path(self.backbone, None, "--backbone") is None:   # a missing package or file, now
+                check_local(self.backbone, "--backbone")
 
     def memory_bytes(self) -> float:
         """float64 bytes of the largest case: Z (n x D) and liblinear's +-z copy, the working
         set's Gram and factor (n x n at worst), the QP's D x D KKT matrix when it runs."""
+        if self.backbone:   # SmolLM2-sized: its float32 weights and states; about 6000 x 576 differences
+            return 4 * 3 * 135e6 + 8 * (4 * 6000 * 576 + 2 * 6000 ** 2)
         n = max(self.n, self.large_n if self.large else 0)
         qp = 3 * self.dim ** 2 if self.qp_rounds and self.n <= self.qp_max_n else 0
         # the working set stays below 2 D + n / 2 rows before non-separability is proved
@@ -175,6 +184,10 @@ def run(config: BenchConfig, log=print) -> dict:
     cases = {f"structured_n{config.n}": lambda: structured(config.n, D, config.seed),
              f"no_shared_direction_n{config.n}": lambda: no_shared_direction(config.n, D, config.seed),
              "not_separable": lambda: no_shared_direction(config.n, d_ns, config.seed)}
+    if config.backbone:
+        from sims.hf.theorem2 import answer_differences
+        Z_real = answer_differences(config.backbone)
+        cases = {f"{config.backbone}_n{Z_real.shape[0]}": lambda: Z_real}
     if config.large:
         cases[f"structured_n{config.large_n}"] = lambda: structured(config.large_n, D, config.seed)
         cases[f"no_shared_direction_n{config.large_n}"] = lambda: no_shared_direction(config.large_n, D, config.seed)

@@ -9,6 +9,9 @@ against the plain forward of every prompt + answer sequence (sims.hf.model.run_b
 """
 from __future__ import annotations
 
+import sys
+import warnings
+
 from sims.cli import UsageError
 from sims.hf.model import check_head, head_of
 
@@ -63,11 +66,13 @@ def single_token_states(model, tokenizer, prompts: list[str], answers: list[str]
                 h_prompt.append(captured["h"][:, -1])                                   # (B, D)
                 cache = out.past_key_values
                 cache.batch_repeat_interleave(A)                                        # (B*A, ...)
-                step = model(input_ids=answer.repeat(B)[:, None],
-                             attention_mask=torch.cat([att.repeat_interleave(A, 0),
-                                                       torch.ones((B * A, 1), dtype=att.dtype, device=device)], 1),
-                             position_ids=(pos[:, -1:] + 1).repeat_interleave(A, 0),
-                             past_key_values=cache, use_cache=True)
+                with warnings.catch_warnings():   # transformers renames past_key_values; both work
+                    warnings.simplefilter("ignore", FutureWarning)
+                    step = model(input_ids=answer.repeat(B)[:, None],
+                                 attention_mask=torch.cat([att.repeat_interleave(A, 0),
+                                                           torch.ones((B * A, 1), dtype=att.dtype, device=device)], 1),
+                                 position_ids=(pos[:, -1:] + 1).repeat_interleave(A, 0),
+                                 past_key_values=cache, use_cache=True)
                 h = captured["h"][:, -1]                                                # (B*A, D)
                 _check_logits(head, h, step.logits[:, -1])
                 h_answer.append(h.reshape(B, A, -1))
@@ -81,3 +86,14 @@ def single_token_states(model, tokenizer, prompts: list[str], answers: list[str]
 def _check_logits(head, h, z):
     import torch
     check_head(head, h[:, None], z[:, None], torch.ones(z.shape[:1] + (1,), dtype=torch.bool, device=z.device))
+
+
+def progress_line(what: str):
+    """A progress callback: a line rewritten in place on a terminal, one line at the end otherwise."""
+    tty = sys.stderr.isatty()
+
+    def report(done, total):
+        if tty or done == total:
+            print(f"{chr(13) if tty else ''}{what}: {done}/{total} prompts", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+    return report

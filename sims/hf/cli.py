@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -141,8 +142,8 @@ def body(argv=None) -> int:
         return 0
     _positive("batch-size", args.batch_size)
     inputs.check_device(args.device)
-    if args.progress:
-        transformers_progress(True)
+    if args.progress:   # read where models load (sims.hf.model, sims.hf.sources)
+        os.environ["RMGAP_PROGRESS"] = "1"
     if args.command == "bench":
         return _bench_main(args, argv)
     if args.command == "theorem2":
@@ -313,18 +314,12 @@ def _print_analysis(result):
               f"quartiles {c['q25']:+.3f} {c['median']:+.3f} {c['q75']:+.3f}, positive {c['fraction_positive']:.3f}")
 
 
-def transformers_progress(on: bool) -> None:
-    import transformers
-    (transformers.utils.logging.enable_progress_bar if on else transformers.utils.logging.disable_progress_bar)()
-
-
 def main(argv=None) -> int:
     try:
         import transformers
     except ImportError:
         print("error: sims.hf needs transformers: pip install -e '.[hf]'", file=sys.stderr)
         return 2
-    transformers_progress(False)
     transformers.utils.logging.set_verbosity_error()
     import huggingface_hub   # its download retries would print lines before our one error line
     huggingface_hub.utils.logging.set_verbosity_error()

@@ -25,6 +25,7 @@ def load(name: str, *, dtype: str = "float32", device: str = "cpu", gguf_file: s
     folder = resolve(name, gguf_file, what)
     import torch
     from transformers import AutoModelForCausalLM
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as exc:
@@ -41,6 +42,16 @@ def load_tokenizer(name: str, gguf_file: str | None = None, what: str = "--token
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def quiet_transformers() -> None:
+    """transformers' own log lines and progress bars off (its errors reach the user as one line of
+    ours); `python -m sims.hf --progress` turns the bars back on after this."""
+    import os
+    import transformers
+    if not os.environ.get("RMGAP_PROGRESS"):
+        transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def float64_norms(model) -> int:

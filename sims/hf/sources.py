@@ -93,13 +93,13 @@ def check_local(name: str, what: str) -> None:
             raise UsageError(f"{what} {name} holds GGUF files ({', '.join(ggufs)}): name one with --gguf-file")
 
 
-def resolve(name: str, gguf_file: str | None = None, what: str = "--model", *, quiet: bool = True) -> str:
+def resolve(name: str, gguf_file: str | None = None, what: str = "--model") -> str:
     """A folder or hub id that from_pretrained reads: GGUF sources become their cached folder."""
     path = gguf_path(name, gguf_file, what)
     if path is None:
         check_local(name, what)
         return name
-    return str(cached_folder(path, quiet=quiet))
+    return str(cached_folder(path))
 
 
 def _sha256(path: Path) -> str:
@@ -133,7 +133,7 @@ def is_complete(folder: Path, source_sha256: str | None = None) -> bool:
         return False
 
 
-def cached_folder(gguf: Path, *, quiet: bool = True) -> Path:
+def cached_folder(gguf: Path) -> Path:
     """The float32 Hugging Face folder converted from `gguf`, made on first use (see module doc)."""
     _check_gguf(gguf)
     digest = _sha256(gguf)
@@ -148,7 +148,7 @@ def cached_folder(gguf: Path, *, quiet: bool = True) -> Path:
               f"cached at {folder})", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        _convert(gguf, tmp, quiet=quiet)
+        _convert(gguf, tmp)
         files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"source": str(gguf), "source_sha256": digest,
                                                 "files": files}, indent=2, sort_keys=True) + "\n")
@@ -177,9 +177,11 @@ def _writable(folder: Path) -> None:
                          f"to a writable folder") from None
 
 
-def _convert(gguf: Path, out: Path, *, quiet: bool) -> None:
+def _convert(gguf: Path, out: Path) -> None:
     """De-quantise `gguf` with transformers, rebuild the model without its quantisation flag,
-    check the rebuilt logits equal the GGUF model's, and save model and tokenizer to `out`."""
+    check the rebuilt logits equal the GGUF model's, and save model and tokenizer to `out`.
+    Progress bars only with RMGAP_PROGRESS set (`python -m sims.hf --progress`)."""
+    quiet = not os.environ.get("RMGAP_PROGRESS")
     for package, why in (("gguf", "reads GGUF files"), ("accelerate", "transformers needs it to load a GGUF")):
         if importlib.util.find_spec(package) is None:
             raise UsageError(f"reading {gguf.name} needs the package {package!r} ({why}): pip install -e '.[hf]'")

@@ -25,13 +25,12 @@ rows of U never enter a margin or a gradient of one.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from sims.hf.answers import single_token_states
+from sims.hf.answers import progress_line, single_token_states
 from sims.hf.model import head_of
 from sims.hf.yesno import TRAIN_PER_TOPIC, chat_prompts, prompt_split
 
@@ -101,8 +100,7 @@ def run(model, tokenizer, *, model_name: str, steps: int = 10000, direction_tol:
     """The whole run: states, synonym cosines, u* and Footnote 3, the Theorem 2 replay, checks."""
     from sims import theorem2
     from sims.hf.representations import analyse
-    progress = lambda done, total: print(f"\rstates: {done}/{total} prompts", end="" if done < total else "\n",
-                                         file=sys.stderr, flush=True)
+    progress = progress_line("states")
     arrays, states = representation_arrays(model, tokenizer, train_per_topic=train_per_topic,
                                            batch_size=batch_size, progress=progress)
     words = states["words"]
@@ -141,3 +139,21 @@ def run(model, tokenizer, *, model_name: str, steps: int = 10000, direction_tol:
                         "ex_rm_unseen_accuracy": ex_unseen["accuracy"],
                         "u_star_unseen_accuracy": replay["max_margin"]["unseen_tokens_accuracy"]},
             "checks": replay["checks"], "_config": dataclasses.asdict(config)}
+
+
+def answer_differences(model_name: str, *, batch_size: int = 8) -> np.ndarray:
+    """Z (n, D) float64: h(x, a+) - h(x, a-) for every affirmative a+ and negative a- of
+    sims.statements.ANSWERS (4 x 4) and every persona and factual prompt: the largest set of
+    real-model training differences the toolkit's own sentences give, for timing u*."""
+    from sims import statements
+    from sims.hf.model import load, load_tokenizer
+    model, tok = load(model_name, what="--backbone"), load_tokenizer(model_name, what="--backbone")
+    pos = [w for k in ("train_chosen", "unseen_chosen") for w in statements.ANSWERS[k]]
+    neg = [w for k in ("train_rejected", "unseen_rejected") for w in statements.ANSWERS[k]]
+    questions = [q for kind in ("persona", "factual") for _, q in statements.prompts(kind)]
+    progress = progress_line("states")
+    _, h, _ = single_token_states(model, tok, chat_prompts(tok, questions), pos + neg, batch_size=batch_size,
+                                  progress=progress)
+    h = h.double().cpu().numpy()                                             # (P, 8, D)
+    A = len(pos)
+    return (h[:, :A, None, :] - h[:, None, A:, :]).reshape(-1, h.shape[-1])
