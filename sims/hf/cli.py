@@ -101,7 +101,9 @@ def parser() -> argparse.ArgumentParser:
                    "direction converges polynomially under its loss-normalised steps)")
     h.add_argument("--direction-tol", type=float, default=1e-3, help="PASS threshold for 1 - cos(u_T, u*)")
     h.add_argument("--train-per-topic", type=int, default=16, help="training statements per topic "
-                   "(of 24; the rest are new prompts)")
+                   "(the rest are new prompts)")
+    h.add_argument("--prompts-per-topic", type=int, default=24, help="statements used per topic (of 24, in "
+                   "sims.statements order; fewer for a quick run)")
     h.add_argument("--save-representations", default=None, help="also write the states as an .npz that "
                    "sims.theorem2 --representations reads")
     b = sub.add_parser("bench", help="time and memory of the forward pass, Eq. 5 and the tangent, on a model "
@@ -198,8 +200,9 @@ def body(argv=None) -> int:
             _print_analysis(result)
             print(f"analysis: {js}")
     elif args.command == "step":
-        ref = load(args.ref or args.model, dtype=args.dtype, device=args.device, what="--ref",
-                   gguf_file=None if args.ref else args.gguf_file)
+        # the default reference is the initial policy itself: step() reads its log-probs before
+        # anything moves (the real step of --actual restores every parameter), so one copy serves
+        ref = load(args.ref, dtype=args.dtype, device=args.device, what="--ref") if args.ref else model
         train = files.get("train") or builtin_pairs(tok, "train", args.n_builtin)
         evals = files.get("eval") or (builtin_pairs(tok, "unseen", args.n_builtin)
                                       + builtin_pairs(tok, "heldout", args.n_builtin))
@@ -291,7 +294,8 @@ def _theorem2_main(args, argv) -> int:
     from sims.hf.theorem2 import run as theorem2_run
     _positive("steps", args.steps)
     _positive("direction-tol", args.direction_tol)
-    inputs.check_number("train-per-topic", args.train_per_topic, inputs.in_range(1, 23))
+    inputs.check_number("prompts-per-topic", args.prompts_per_topic, inputs.in_range(2, 24))
+    inputs.check_number("train-per-topic", args.train_per_topic, inputs.in_range(1, args.prompts_per_topic - 1))
     if args.save_representations:
         inputs.check_out_file(args.save_representations, args.force, "--save-representations")
 
@@ -299,6 +303,7 @@ def _theorem2_main(args, argv) -> int:
         model, tok = _model_and_tokenizer(args)
         return theorem2_run(model, tok, model_name=args.model, steps=args.steps, direction_tol=args.direction_tol,
                             batch_size=args.batch_size, train_per_topic=args.train_per_topic,
+                            per_topic=args.prompts_per_topic,
                             save_representations=args.save_representations)
     result = _results_folder("hf_theorem2", args, argv, run)
     return 1 if any(c["passed"] is False for c in result["checks"]) else 0

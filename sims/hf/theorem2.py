@@ -38,15 +38,15 @@ SPLIT_WORDS = {"train": ("train_chosen", "train_rejected"), "seen_tokens": ("tra
                "unseen_tokens": ("unseen_chosen", "unseen_rejected")}
 
 
-def representation_arrays(model, tokenizer, *, train_per_topic: int = TRAIN_PER_TOPIC, batch_size: int = 8,
-                          progress=None) -> tuple[dict, dict]:
+def representation_arrays(model, tokenizer, *, train_per_topic: int = TRAIN_PER_TOPIC, per_topic: int | None = None,
+                          batch_size: int = 8, progress=None) -> tuple[dict, dict]:
     """(arrays in sims/representations.py's format, the raw states): every (prompt, answer) state
     once, then every chosen x rejected combination of a split's words as a pair. Token ids are
     renumbered 0..A-1 in ANSWERS order, and U_ref holds the answers' rows of the unembedding."""
     import torch
     from sims.statements import ANSWERS
     words = [w for key in ANSWERS for w in ANSWERS[key]]
-    train_q, new_q = prompt_split(train_per_topic)
+    train_q, new_q = prompt_split(train_per_topic, per_topic)
     prompts = chat_prompts(tokenizer, train_q + new_q)
     h_x, h, ids = single_token_states(model, tokenizer, prompts, words, batch_size=batch_size, progress=progress)
     head = head_of(model)
@@ -95,13 +95,13 @@ def group_summary(C: list[list[float]], words: list[str]) -> dict:
 
 
 def run(model, tokenizer, *, model_name: str, steps: int = 10000, direction_tol: float = 1e-3,
-        batch_size: int = 8, train_per_topic: int = TRAIN_PER_TOPIC, save_representations: str | None = None,
-        log=print) -> dict:
+        batch_size: int = 8, train_per_topic: int = TRAIN_PER_TOPIC, per_topic: int | None = None,
+        save_representations: str | None = None, log=print) -> dict:
     """The whole run: states, synonym cosines, u* and Footnote 3, the Theorem 2 replay, checks."""
     from sims import theorem2
     from sims.hf.representations import analyse
     progress = progress_line("states")
-    arrays, states = representation_arrays(model, tokenizer, train_per_topic=train_per_topic,
+    arrays, states = representation_arrays(model, tokenizer, train_per_topic=train_per_topic, per_topic=per_topic,
                                            batch_size=batch_size, progress=progress)
     words = states["words"]
     new_rows = np.arange(states["n_train_prompts"], states["h"].shape[0])
@@ -133,7 +133,7 @@ def run(model, tokenizer, *, model_name: str, steps: int = 10000, direction_tol:
     return {"model": model_name, "words": words, "token_ids": states["token_ids"],
             "dtype": states["torch_dtype"],
             "prompts": {"train": int(states["n_train_prompts"]), "new": int(new_rows.size),
-                        "train_per_topic": train_per_topic},
+                        "train_per_topic": train_per_topic, "per_topic": per_topic},
             "synonym_cosines": cos, "footnote3": footnote3, "replay": replay,
             "summary": {"im_rm_unseen_accuracy": im_unseen["accuracy"], "im_rm_unseen_tie_fraction": im_unseen["tie_fraction"],
                         "ex_rm_unseen_accuracy": ex_unseen["accuracy"],

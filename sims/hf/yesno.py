@@ -18,8 +18,9 @@ def chat_prompts(tokenizer, questions: list[str]) -> list[str]:
                                           add_generation_prompt=True) for q in questions]
 
 
-def prompt_split(train_per_topic: int = TRAIN_PER_TOPIC):
-    """(training questions, new questions) of the persona statements, split within each topic."""
+def prompt_split(train_per_topic: int = TRAIN_PER_TOPIC, per_topic: int | None = None):
+    """(training questions, new questions) of the persona statements, split within each topic:
+    the first train_per_topic for training, the next up to per_topic (default all) new."""
     from sims import statements
     train, new = [], []
     by_topic: dict[str, list[str]] = {}
@@ -27,7 +28,7 @@ def prompt_split(train_per_topic: int = TRAIN_PER_TOPIC):
         by_topic.setdefault(topic, []).append(q)
     for qs in by_topic.values():
         train += qs[:train_per_topic]
-        new += qs[train_per_topic:]
+        new += qs[train_per_topic:per_topic]
     return train, new
 
 
