@@ -62,6 +62,8 @@ RUNS = {
     "persona": Run("sims.persona"),
     "bench_max_margin": Run("sims.bench_max_margin"),
     "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
+    # u* on the real model's training differences (every affirmative x negative one-token answer)
+    "bench_max_margin_smollm2": Run("sims.bench_max_margin_real"),
     "bench_busy": Run("sims.bench_busy"),
 }
 
