@@ -16,7 +16,8 @@ that folder, which takes seconds instead of the de-quantisation's tens of second
 The cache is trusted only whole: a folder is written under a temporary name and renamed into
 place when complete, with a manifest (written last) holding the sha256 and size of every file
 and of the GGUF it came from. A folder whose manifest is missing, or whose files do not match
-it (half-written, truncated, edited, or made from another GGUF), is rebuilt, never used.
+it (half-written, truncated, edited, made from another GGUF, or holding files it does not list),
+is rebuilt, never used; one that another process finished meanwhile is kept.
 """
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def gguf_path(name: str, gguf_file: str | None = None, what: str = "--model") ->
     """The GGUF file that `name` (with --gguf-file) refers to, or None if it names no GGUF."""
     if name in SHORT_NAMES:
         package, file, install = SHORT_NAMES[name]
+        if gguf_file is not None:   # would be ignored: the short name names its file already
+            raise UsageError(f"--gguf-file {gguf_file} names a file inside a --model folder, and {what} {name} "
+                             f"is a short name, not a folder")
         try:
             spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):
@@ -111,9 +115,24 @@ def _sha256(path: Path) -> str:
 
 
 def _check_gguf(path: Path) -> None:
-    with open(path, "rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise UsageError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if magic != GGUF_MAGIC:
+        raise UsageError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+
+
+def _check_structure(path: Path) -> None:
+    """The whole file parses: header, metadata, tensor table, and every tensor's bytes present.
+    Without this a truncated file fails inside transformers with a message about reshaping arrays."""
+    import gguf
+    try:
+        gguf.GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001  (the reader fails on a truncated file in many ways)
+        raise UsageError(f"{path}: truncated or damaged GGUF file ({path.stat().st_size} bytes; the GGUF "
+                         f"reader says {type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def is_complete(folder: Path, source_sha256: str | None = None) -> bool:
@@ -123,6 +142,8 @@ def is_complete(folder: Path, source_sha256: str | None = None) -> bool:
         manifest = json.loads((folder / MANIFEST).read_text())
         files = manifest["files"]
         if source_sha256 is not None and manifest["source_sha256"] != source_sha256:
+            return False
+        if {f.name for f in folder.iterdir()} != {*files, MANIFEST}:   # a stray file could shadow one
             return False
         for name, meta in files.items():
             f = folder / name
@@ -152,8 +173,13 @@ def cached_folder(gguf: Path) -> Path:
         files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"source": str(gguf), "source_sha256": digest,
                                                 "files": files}, indent=2, sort_keys=True) + "\n")
-        if folder.exists():                       # a damaged one: out of the way first
-            shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists() or folder.is_symlink():
+            if is_complete(folder, digest):        # another process finished first: keep its folder
+                return folder
+            if folder.is_dir() and not folder.is_symlink():   # a damaged one: out of the way first
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink()
         try:
             os.rename(tmp, folder)
         except OSError:
@@ -185,6 +211,7 @@ def _convert(gguf: Path, out: Path) -> None:
     for package, why in (("gguf", "reads GGUF files"), ("accelerate", "transformers needs it to load a GGUF")):
         if importlib.util.find_spec(package) is None:
             raise UsageError(f"reading {gguf.name} needs the package {package!r} ({why}): pip install -e '.[hf]'")
+    _check_structure(gguf)
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -217,7 +244,7 @@ def _convert(gguf: Path, out: Path) -> None:
                        f"{sorted(set(missing) - tied_keys)[:3]} missing, {sorted(unexpected)[:3]} unexpected")
     model.tie_weights()
     model.eval()
-    ids = torch.tensor([[tok.bos_token_id or 0] + list(range(5, 37))])
+    ids = torch.tensor([[tok.bos_token_id or 0] + list(range(5, 37))]) % config.vocab_size
     with torch.no_grad():
         if not torch.equal(model(ids).logits, quantised.eval()(ids).logits):
             raise RunError(f"{gguf.name}: the rebuilt float32 model's logits differ from the GGUF model's")
