@@ -30,8 +30,15 @@ def draw(results: dict, stem: Path) -> None:
     steps = np.asarray(h["steps"], dtype=float)
     fig, axes = plt.subplots(1, len(splits) + 1, figsize=(3.3 * (len(splits) + 1), 3.4))
     ties = results["config"].get("ties", "half")
+    tie_value = 0.5 if ties == "half" else 0.0
     for ax, split in zip(axes, splits):
         ax.axhline(0.5, color="grey", lw=0.8, ls=":", zorder=0)
+        # what Theorem 2 predicts: EX-RM ranks as u* does; IM-RM ties every unseen pair
+        u_star = results["max_margin"].get(f"{split}_accuracy")
+        if u_star is not None:
+            ax.axhline(u_star, color="C0", lw=0.9, ls="--", zorder=1, label="predicted: u*'s accuracy")
+        if split == "unseen_tokens":
+            ax.axhline(tie_value, color="C3", lw=0.9, ls="--", zorder=1, label="predicted: all ties")
         for model in ("ex_rm", "im_rm"):
             acc = np.asarray(h[model][split])
             ax.plot(steps, acc, **STYLE[model], markevery=4)
@@ -45,6 +52,8 @@ def draw(results: dict, stem: Path) -> None:
         ax.set_xlabel("gradient step (0 = initialisation)")
     axes[0].set_ylabel(f"accuracy (a tie counts {'1/2' if ties == 'half' else '0'})")
     axes[0].legend(loc="lower right")
+    if "unseen_tokens" in splits:
+        axes[splits.index("unseen_tokens")].legend(loc="center right", fontsize=6)
 
     ax = axes[-1]
     d = results["ex_rm_direction"]
@@ -61,7 +70,8 @@ def draw(results: dict, stem: Path) -> None:
     ax.set_ylabel("1 - cos(u_t, u*)")
     ax.set_title("EX-RM direction vs the max-margin u*")
     ax.legend(loc="lower left")
-    fig.suptitle(f"Theorem 2 replay, {what_ran(results)}: IM-RM stays at chance on unseen tokens, "
+    im_says = "stays at chance" if ties == "half" else "ties every pair (a tie counts 0)"
+    fig.suptitle(f"Theorem 2 replay, {what_ran(results)}: IM-RM {im_says} on unseen tokens, "
                  f"EX-RM follows u*", fontsize=10)
     fig.tight_layout()
     save(fig, Path(stem))

@@ -30,6 +30,8 @@ class BenchConfig:
     rounds: int = field(3, "timed runs of ours and liblinear (the median is reported)", positive, "must be > 0")
     qp_rounds: int = field(1, "timed runs of the cvxopt QP", lambda v: v >= 0, "must be >= 0")
     qp_max_n: int = field(10000, "skip the cvxopt QP above this n", lambda v: v >= 0, "must be >= 0")
+    max_prompts: int = field(354, "use the first this many prompts (354: all; fewer for a quick run)",
+                             inputs.in_range(1, 354))
 
     def validate(self):
         from sims.hf.sources import check_local, gguf_path
@@ -44,7 +46,7 @@ class BenchConfig:
 
 def run(config: BenchConfig, log=print) -> dict:
     from sims.hf.theorem2 import answer_differences
-    Z = answer_differences(config.backbone)
+    Z = answer_differences(config.backbone, max_prompts=config.max_prompts)
     inputs.real_matrix("the backbone's differences", Z)
     load_before = os.getloadavg()
     max_margin(np.eye(2))                       # imports and thread pools, outside the timings

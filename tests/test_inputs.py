@@ -409,7 +409,15 @@ HF_CASES = [  # (argv after the subcommand's required files are filled in, what 
     (["representations", "--model", "m", "--train", "PAIRS", "--out", "r.npz"], "give --heldout, --shifted or both"),
     (["representations", "--model", "m", "--train", "PAIRS", "--heldout", "PAIRS", "--out", "r.npz", "--analyse"],
      "r.json exists"),
-    (["bench", "--vocab", "1000000000", "--hidden", "100000"], "needs about"),
+    (["bench", "--model", "random", "--vocab", "1000000000", "--hidden", "100000"], "needs about"),
+    (["bench", "--vocab", "1000"], "--vocab sizes a random model: use it with --model random"),
+    (["bench", "--model", "random", "--length", "1"], "--length must be at least 2"),
+    (["theorem2", "--steps", "0"], "--steps must be"),
+    (["theorem2", "--prompts-per-topic", "30"], "--prompts-per-topic must be in [2, 24]"),
+    (["theorem2", "--train-per-topic", "24"], "--train-per-topic must be in [1, 23]"),
+    (["step", "--n-builtin", "0", "--out", "o.json"], "--n-builtin must be in [1, 96]"),
+    (["step", "--eval", "PAIRS", "--gguf-file", "x.gguf", "--out", "o.json"], "--gguf-file"),
+    (["score", "--model", "FILE", "--pairs", "PAIRS", "--out", "o.json"], "no such folder"),
     (["nosuch"], "invalid choice"),
 ]
 

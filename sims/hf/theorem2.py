@@ -141,7 +141,7 @@ def run(model, tokenizer, *, model_name: str, steps: int = 10000, direction_tol:
             "checks": replay["checks"], "_config": dataclasses.asdict(config)}
 
 
-def answer_differences(model_name: str, *, batch_size: int = 8) -> np.ndarray:
+def answer_differences(model_name: str, *, batch_size: int = 8, max_prompts: int | None = None) -> np.ndarray:
     """Z (n, D) float64: h(x, a+) - h(x, a-) for every affirmative a+ and negative a- of
     sims.statements.ANSWERS (4 x 4) and every persona and factual prompt: the largest set of
     real-model training differences the toolkit's own sentences give, for timing u*."""
@@ -150,7 +150,7 @@ def answer_differences(model_name: str, *, batch_size: int = 8) -> np.ndarray:
     model, tok = load(model_name, what="--backbone"), load_tokenizer(model_name, what="--backbone")
     pos = [w for k in ("train_chosen", "unseen_chosen") for w in statements.ANSWERS[k]]
     neg = [w for k in ("train_rejected", "unseen_rejected") for w in statements.ANSWERS[k]]
-    questions = [q for kind in ("persona", "factual") for _, q in statements.prompts(kind)]
+    questions = [q for kind in ("persona", "factual") for _, q in statements.prompts(kind)][:max_prompts]
     progress = progress_line("states")
     _, h, _ = single_token_states(model, tok, chat_prompts(tok, questions), pos + neg, batch_size=batch_size,
                                   progress=progress)
