@@ -1,0 +1,292 @@
+"""sims.hf.train on tiny random Llama and GPT-2 models (tests/sims/hf_tiny.py; nothing downloaded).
+
+The oracles: TRL's DPOTrainer (its collator, log-probabilities and sigmoid loss) for the IM-RM;
+TRL's RewardTrainer loss and a LlamaForSequenceClassification built from the same weights for
+the EX-RM; plain unpadded forwards of the whole model, with Adam on the same parameters, for
+the cached and partial-forward variants.
+"""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+from sims import hf  # noqa: E402
+from sims.cli import UsageError  # noqa: E402
+from sims.hf import train as tr  # noqa: E402
+from tests.sims import hf_tiny as T  # noqa: E402
+
+EPS32 = float(np.finfo(np.float32).eps)
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread, or the threads' contention on a shared machine costs 10x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return T.tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def llama(dtype=torch.float64, tied=True, seed=0):
+    m = T.model("llama", tied=tied, seed=seed, dtype=dtype)
+    if dtype == torch.float64:
+        hf.model.float64_norms(m)       # RMSNorm in float64 too, so exact checks are float64-exact
+    return m
+
+
+def last_model(holder):
+    def callback(record, rm):
+        holder["model"], holder["u"] = rm.model, None if rm.u is None else rm.u.clone()
+        holder.setdefault("params", []).append({n: p.detach().clone() for n, p in rm.model.named_parameters()})
+        holder.setdefault("u_all", []).append(None if rm.u is None else rm.u.clone())
+    return callback
+
+
+def test_im_rm_rewards_and_loss_are_trls(tok, tmp_path):
+    """After training every parameter, our IM-RM rewards and loss are TRL's DPOTrainer's, with
+    the trained model as policy and the starting model as reference (sigmoid loss, same beta)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+    beta = 0.1
+    m = llama(torch.float32)
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)                 # TRL appends EOS
+    got = {}
+    cfg = tr.TrainConfig(lr=1e-2, epochs=3, batch_size=2, beta=beta, checkpoints=(3,))
+    h = tr.train(m, "im", tr.Full(), enc, pad_id=0, config=cfg, evals={"train": enc}, callback=last_model(got))
+    ours = h["checkpoints"][-1]["evals"]["train"]
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, loss_type=["sigmoid"], report_to=[],
+                     use_cpu=True, bf16=False, fp16=False, save_strategy="no")
+    trainer = DPOTrainer(model=got["model"], ref_model=m, args=args, train_dataset=Dataset.from_list(T.PAIRS),
+                         processing_class=tok)
+    ds = trainer.train_dataset
+    batch = trainer.data_collator([ds[i] for i in range(len(ds))])
+    trainer.model.eval()
+    pc, pr = trainer.compute_ref_log_probs(trainer.model, batch)
+    rc, rr = trainer.compute_ref_log_probs(trainer.ref_model, batch)
+    with torch.no_grad():
+        loss = float(trainer._compute_loss(trainer.model, batch, return_outputs=False))
+    for mine, pol, ref in ((ours["chosen"], pc, rc), (ours["rejected"], pr, rr)):
+        err = (torch.tensor(mine, dtype=torch.float64) - beta * (pol - ref).double()).abs()
+        assert torch.all(err <= 8 * EPS32 * beta * (pol.abs() + ref.abs()).double()), err
+    assert max(map(abs, ours["chosen"])) > 0.1                     # the rewards moved: a real comparison
+    assert ours["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_ex_rm_reads_the_state_trls_reward_model_reads(tok, tmp_path):
+    """u on our last-token state is a LlamaForSequenceClassification's score on the same body,
+    and our EX-RM loss is TRL's RewardTrainer loss (-logsigmoid(chosen - rejected)).mean()."""
+    from datasets import Dataset
+    from transformers import LlamaForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+    m = llama()
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=False)
+    got = {}
+    cfg = tr.TrainConfig(lr=1e-1, epochs=3, batch_size=2, checkpoints=(0, 3))
+    h = tr.train(m, "ex", tr.HeadOnly(), enc, pad_id=0, config=cfg, evals={"train": enc}, callback=last_model(got))
+    assert h["checkpoints"][0]["evals"]["train"]["chosen"] == [0.0] * len(enc)      # u = 0 at initialisation
+    ours = h["checkpoints"][-1]["evals"]["train"]
+    cfg_sc = copy.deepcopy(m.config)
+    cfg_sc.num_labels, cfg_sc.pad_token_id = 1, 0
+    sc = LlamaForSequenceClassification(cfg_sc).to(torch.float64).eval()
+    sc.model.load_state_dict(m.model.state_dict())
+    hf.model.float64_norms(sc)
+    with torch.no_grad():
+        sc.score.weight.copy_(got["u"][None])
+    trainer = RewardTrainer(model=sc, args=RewardConfig(output_dir=str(tmp_path / "rw"), report_to=[], use_cpu=True,
+                                                        bf16=False, fp16=False, save_strategy="no"),
+                            train_dataset=Dataset.from_list(T.PAIRS), processing_class=tok)
+    inputs = trainer.data_collator([{"chosen_ids": p + c, "rejected_ids": p + r} for p, c, r in enc])
+    with torch.no_grad():
+        theirs = sc(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, 0]
+        loss = float(trainer.compute_loss(sc, dict(inputs)))
+    np.testing.assert_allclose(ours["chosen"] + ours["rejected"], theirs.numpy(), rtol=1e-12, atol=1e-12)
+    assert ours["loss"] == pytest.approx(loss, rel=1e-12)
+    assert ours["accuracy"] > 0.5
+
+
+def _plain_steps(model, kind, names, enc, *, lr, beta, steps, untie):
+    """Adam on the named parameters (and u for the EX-RM) with the whole-batch loss computed one
+    unpadded sequence at a time by the model's own forward: what the engine's caches must equal."""
+    work = tr.copy_model(model)
+    if untie:
+        work.lm_head.weight = torch.nn.Parameter(work.lm_head.weight.detach().clone())
+    for p in work.parameters():
+        p.requires_grad_(False)
+    named = dict(work.named_parameters())
+    params = [named[n].requires_grad_(True) for n in names]
+    u = torch.zeros(work.config.hidden_size, dtype=torch.float64, requires_grad=True)
+    if kind == "ex":
+        params.append(u)
+    opt = torch.optim.Adam(params, lr=lr)
+
+    def reward(mdl, p, y):
+        ids = torch.tensor([p + y])
+        out = mdl(ids, output_hidden_states=True)
+        if kind == "ex":
+            return out.hidden_states[-1][0, -1] @ u
+        return torch.log_softmax(out.logits[0, len(p) - 1:-1], -1).gather(-1, ids[0, len(p):, None]).sum()
+
+    with torch.no_grad():
+        ref = [[reward(model, p, y) for y in (c, r)] for p, c, r in enc] if kind == "im" else None
+    losses, states = [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        ms = []
+        for i, (p, c, r) in enumerate(enc):
+            rc, rr = reward(work, p, c), reward(work, p, r)
+            if kind == "im":
+                rc, rr = beta * (rc - ref[i][0]), beta * (rr - ref[i][1])
+            ms.append(rc - rr)
+        loss = -torch.nn.functional.logsigmoid(torch.stack(ms)).mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        states.append(({n: named[n].detach().clone() for n in names}, u.detach().clone()))
+    return losses, states
+
+
+@pytest.mark.parametrize("kind,variant,names,untie", [
+    ("ex", tr.HeadOnly(), [], False),
+    ("im", tr.Unembedding("hold"), ["lm_head.weight"], True),
+    ("im", tr.TopBlocks(1), ["model.layers.1.", "model.norm."], False),
+    ("ex", tr.TopBlocks(1), ["model.layers.1.", "model.norm."], False),
+])
+def test_cached_variants_take_the_plain_steps(kind, variant, names, untie, tok):
+    """Cached states (head, unembedding hold) and the top blocks fed their cached input give the
+    steps that plain forwards of the whole model give, everything else frozen: the caches are exact."""
+    m = llama()
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
+    names = [n for n, _ in m.named_parameters() if any(n.startswith(k) for k in names)] if names else []
+    if untie:
+        names = ["lm_head.weight"]
+    lr, beta, steps = 1e-2, 0.1, 3
+    got = {}
+    cfg = tr.TrainConfig(lr=lr, epochs=steps, batch_size=len(enc), micro_batch_size=3, beta=beta,
+                         checkpoints=(1, 2, 3))
+    h = tr.train(m, kind, variant, enc, pad_id=0, config=cfg, callback=last_model(got))
+    losses, states = _plain_steps(m, kind, names, enc, lr=lr, beta=beta, steps=steps, untie=untie)
+    np.testing.assert_allclose(h["loss"], losses, rtol=1e-12)
+    assert losses[-1] < losses[0]                                    # training reduces the loss
+    for step, (params, u) in enumerate(states):
+        for n in names:
+            torch.testing.assert_close(got["params"][step][n], params[n], rtol=0, atol=lr * 1e-8)
+        if kind == "ex":
+            torch.testing.assert_close(got["u_all"][step], u, rtol=0, atol=lr * 1e-8)
+    start = dict(m.named_parameters(remove_duplicate=False))      # a tied lm_head.weight by name too
+    moved = [n for n, p in got["params"][-1].items() if not torch.equal(p, start[n])]
+    assert sorted(moved) == sorted(names)                            # nothing else trained
+    assert all(p.grad is None for p in m.parameters())              # the caller's model untouched
+    if untie:   # the input embedding held at its initial value, lm_head its own (trained) copy
+        assert torch.equal(got["model"].model.embed_tokens.weight, m.model.embed_tokens.weight)
+
+
+def test_unembedding_train_moves_the_tied_input_embedding(tok):
+    m = llama()
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
+    got = {}
+    tr.train(m, "im", tr.Unembedding("train"), enc, pad_id=0, callback=last_model(got),
+             config=tr.TrainConfig(lr=1e-2, epochs=1, batch_size=4, checkpoints=(1,)))
+    w = got["model"].model.embed_tokens.weight
+    assert w is got["model"].lm_head.weight and not torch.equal(w, m.model.embed_tokens.weight)
+    assert all(torch.equal(p, dict(m.named_parameters())[n]) for n, p in got["model"].named_parameters()
+               if n != "model.embed_tokens.weight")
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_top_k_partial_forward_equals_the_full_forward(k, tok):
+    m = llama()
+    enc = hf.encode_pairs(tok, T.PAIRS + T.PARAPHRASES, eos=True)
+    seqs = hf.split_responses(enc)[0] + hf.split_responses(enc)[1]
+    body = tr._TopBlocks(m, seqs, 0, k, batch_size=3)
+    full = hf.run_batches(m, seqs, batch_size=5)
+    idx = torch.tensor([5, 0, 11, 3])
+    h, h_last, y, mask = body.states(idx)
+    L = h.shape[1]
+    torch.testing.assert_close(h, full["h"][idx, :L], rtol=0, atol=1e-12)
+    torch.testing.assert_close(h_last, full["h_last"][idx], rtol=0, atol=1e-12)
+    assert torch.equal(y, full["y"][idx, :L]) and torch.equal(mask, full["mask"][idx, :L])
+
+
+def test_top_k_refuses_architectures_that_scale_their_inputs():
+    with pytest.raises(UsageError, match="inputs_embeds"):
+        tr.top_blocks_model(T.model("gpt2", tied=True, seed=0), 1)
+    with pytest.raises(UsageError, match="between 1 and"):
+        tr.top_blocks_model(llama(), 3)
+
+
+def test_same_seed_same_history_bit_for_bit(tok):
+    m = llama(torch.float32)
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
+    para = hf.encode_pairs(tok, T.PARAPHRASES, eos=True)
+
+    def run(seed):
+        cfg = tr.TrainConfig(lr=1e-2, epochs=3, batch_size=2, micro_batch_size=1, seed=seed,
+                             checkpoints=(0, 2, 5), unit="step")
+        return tr.train(m, "im", tr.TopBlocks(1), enc, pad_id=0, config=cfg, evals={"para": para})
+
+    a, b = run(7), run(7)
+    assert a == b
+    assert run(8)["loss"] != a["loss"]                              # the seed picks the shuffle
+    assert [c["step"] for c in a["checkpoints"]] == [0, 2, 5]
+
+
+@pytest.mark.parametrize("kind,variant", [("ex", tr.Full()), ("im", tr.Full()), ("ex", tr.TopBlocks(2)),
+                                          ("im", tr.Unembedding("hold"))])
+def test_training_reduces_the_loss(kind, variant, tok):
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
+    cfg = tr.TrainConfig(lr=1e-2, epochs=4, batch_size=2, beta=0.1, checkpoints=(0, 4))
+    h = tr.train(llama(torch.float32, tied=False), kind, variant, enc, pad_id=0, config=cfg, evals={"train": enc})
+    first, last = (c["evals"]["train"] for c in h["checkpoints"])
+    assert first["loss"] == pytest.approx(np.log(2), abs=1e-7) and first["accuracy"] == 0.5
+    assert last["loss"] < first["loss"] - 0.05 and last["accuracy"] == 1.0
+
+
+def test_theorem2_unseen_tokens_keep_their_margin(tok):
+    """Theorem 2 in the engine: single-token responses, only the unembedding trains (input
+    embedding held): a pair of tokens that never occur in training keeps its initial reward
+    margin (0, a tie) through training, on training and new prompts, while the training pairs
+    are learned. In exact arithmetic the unseen rows of U get gradient 0; in float64 they get
+    rounding noise (~1e-18), which Adam divides by its eps (1e-8): they move by ~lr * 1e-10 per
+    step, so the unseen margins stay below 1e-9 while the training margins grow to O(1)."""
+    prompts = ["is the sky blue ?", "do you agree with this statement : cats are nice", "dogs are good",
+               "is this bad ?"]
+    answers = [(" yes", " no"), (" sure", " never"), (" yes", " never"), (" sure", " no")]
+    train = [{"prompt": p, "chosen": c, "rejected": r} for p, (c, r) in zip(prompts, answers)]
+    unseen = [{"prompt": p, "chosen": " certainly", "rejected": " nope"}
+              for p in prompts + ["cats are good", "the answer is maybe"]]
+    enc, enc_u = hf.encode_pairs(tok, train, eos=False), hf.encode_pairs(tok, unseen, eos=False)
+    assert all(len(c) == len(r) == 1 for _, c, r in enc + enc_u)
+    cfg = tr.TrainConfig(lr=5e-2, epochs=10, batch_size=2, beta=0.1, checkpoints=(0, 1, 5, 10))
+    h = tr.train(llama(), "im", tr.Unembedding("hold"), enc, pad_id=0, config=cfg,
+                 evals={"train": enc, "unseen": enc_u})
+    for c in h["checkpoints"]:
+        e = c["evals"]["unseen"]
+        assert np.abs(np.subtract(e["chosen"], e["rejected"])).max() <= 1e-9
+    # (not ties to rounding: the amplified noise, ~1e-12 here, exceeds theory.tolerance's tie
+    # width, so accuracy on these pairs is decided by noise at this lr; at step 0 they are ties)
+    assert h["checkpoints"][0]["evals"]["unseen"]["tie_fraction"] == 1.0
+    last = h["checkpoints"][-1]["evals"]
+    assert max(map(abs, last["unseen"]["chosen"])) > 1e-3           # the rewards move (the normaliser); not their difference
+    assert last["train"]["accuracy"] == 1.0 and last["train"]["mean_margin"] > 0.1
+
+
+def test_usage_errors(tok):
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
+    m = llama()
+    with pytest.raises(UsageError, match="EX-RMs"):
+        tr.train(m, "im", tr.HeadOnly(), enc, pad_id=0)
+    with pytest.raises(UsageError, match="checkpoints"):
+        tr.train(m, "ex", tr.HeadOnly(), enc, pad_id=0, config=tr.TrainConfig(epochs=2, checkpoints=(3,)))
+    with pytest.raises(UsageError, match="hold"):
+        tr.Unembedding("frozen")
+    assert tr.variant_of("top_k:2") == tr.TopBlocks(2) and tr.variant_of("unembedding") == tr.Unembedding("hold")
+    with pytest.raises(UsageError, match="variant"):
+        tr.variant_of("top_k")
