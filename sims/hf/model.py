@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass
 
 from sims.cli import RunError, UsageError
@@ -70,10 +71,11 @@ def float64_norms(model) -> int:
             continue
         offset = 1.0 if type(module).__name__.startswith("Gemma") else 0.0   # Gemma scales by (1 + w)
 
-        def forward(x, module=module, eps=float(eps), offset=offset):
+        def forward(self, x, eps=float(eps), offset=offset):
             y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-            return (module.weight + offset).to(x.dtype) * y
-        module.forward = forward
+            return (self.weight + offset).to(x.dtype) * y
+        # a bound method, not a closure: copy.deepcopy rebinds it to the copied module
+        module.forward = types.MethodType(forward, module)
         n += 1
     return n
 

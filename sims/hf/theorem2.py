@@ -43,7 +43,6 @@ def representation_arrays(model, tokenizer, *, train_per_topic: int = TRAIN_PER_
     """(arrays in sims/representations.py's format, the raw states): every (prompt, answer) state
     once, then every chosen x rejected combination of a split's words as a pair. Token ids are
     renumbered 0..A-1 in ANSWERS order, and U_ref holds the answers' rows of the unembedding."""
-    import torch
     from sims.statements import ANSWERS
     words = [w for key in ANSWERS for w in ANSWERS[key]]
     train_q, new_q = prompt_split(train_per_topic, per_topic)
@@ -68,7 +67,6 @@ def representation_arrays(model, tokenizer, *, train_per_topic: int = TRAIN_PER_
                        f"{split}_y_chosen": c.astype(np.int64), f"{split}_y_rejected": r.astype(np.int64)})
     states = {"h_prompt": h_x, "h": h, "words": words, "token_ids": ids.tolist(), "n_train_prompts": n_train,
               "torch_dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
-    del torch
     return arrays, states
 
 

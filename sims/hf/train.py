@@ -38,7 +38,7 @@ from typing import ClassVar
 import numpy as np
 
 from sims.cli import RunError, UsageError
-from sims.hf.model import check_head, collate, float64_norms, head_of, run_batches
+from sims.hf.model import check_head, collate, head_of, run_batches
 
 KINDS = ("ex", "im")
 # decoder stacks whose forward adds nothing to `inputs_embeds` (no embedding scale): the
@@ -264,12 +264,9 @@ class _TopBlocks:
 
 
 def copy_model(model):
-    """A deep copy that computes what `model` does. float64_norms replaces RMSNorm's forward by a
-    closure over its module, which deepcopy shares with the original: rebound here to the copy's."""
-    work = copy.deepcopy(model)
-    if any(type(m).__name__.endswith("RMSNorm") and "forward" in vars(m) for m in model.modules()):
-        float64_norms(work)
-    return work
+    """A deep copy that computes what `model` does (float64_norms binds its forwards as methods,
+    which deepcopy rebinds to the copy; tests/sims/test_hf_train.py checks the copy)."""
+    return copy.deepcopy(model)
 
 
 def _prepare(model, kind, variant, seqs, pad_id, batch_size):
