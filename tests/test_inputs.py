@@ -418,6 +418,11 @@ HF_CASES = [  # (argv after the subcommand's required files are filled in, what 
     (["step", "--n-builtin", "0", "--out", "o.json"], "--n-builtin must be in [1, 96]"),
     (["step", "--eval", "PAIRS", "--gguf-file", "x.gguf", "--out", "o.json"], "--gguf-file"),
     (["score", "--model", "FILE", "--pairs", "PAIRS", "--out", "o.json"], "no such folder"),
+    (["score", "--model", "smolm2", "--pairs", "PAIRS", "--out", "o.json"], "did you mean smollm2?"),
+    (["score", "--model", "tw0", "--pairs", "PAIRS", "--out", "o.json"], "no such local folder, .gguf file or short"),
+    (["step", "--eta", "1e300", "--out", "o.json"], "--eta must be in [1e-30, 10000]"),
+    (["score", "--pairs", "ARRAY", "--out", "o.json"], "a JSON array file? write one object per line"),
+    (["score", "--pairs", "EMPTY", "--out", "o.json"], "prompt, chosen, rejected are empty"),
     (["nosuch"], "invalid choice"),
 ]
 
@@ -431,7 +436,10 @@ def test_bad_hf_input(workdir, capsys, argv, needle):
     (workdir / "FILE").write_text("x")
     (workdir / "trunc.npz").write_bytes(b"PK\x03\x04 cut")
     (workdir / "r.json").write_text("{}")
-    subst = {"PAIRS": "pairs.jsonl", "BADJSON": "bad.jsonl", "TRUNC": "trunc.npz"}
+    (workdir / "array.json").write_text('[{"prompt": "a", "chosen": "b", "rejected": "c"}]\n')
+    (workdir / "empty.jsonl").write_text('{"prompt": "", "chosen": " ", "rejected": ""}\n')
+    subst = {"PAIRS": "pairs.jsonl", "BADJSON": "bad.jsonl", "TRUNC": "trunc.npz", "ARRAY": "array.json",
+             "EMPTY": "empty.jsonl"}
     _one_line_exit_2(hf.main([subst.get(a, a) for a in argv]), capsys, needle)
     assert not (workdir / "o.json").exists() and not (workdir / "runs").exists()
     assert not (workdir / "r.npz").exists()

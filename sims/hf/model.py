@@ -229,6 +229,7 @@ def run_batches(model, seqs, *, batch_size: int = 8, side: str = "right", pad_id
     import torch
     head = head_of(model)
     device = next(model.parameters()).device
+    check_context(model, seqs)
     L = max(len(r) for _, r in seqs)
     parts = {"h": [], "logp": [], "mask": [], "y": [], "h_last": []}
     with torch.no_grad():
@@ -244,6 +245,20 @@ def run_batches(model, seqs, *, batch_size: int = 8, side: str = "right", pad_id
                 parts["h"].append(torch.nn.functional.pad(h, (0, 0, 0, pad)))
                 parts["h_last"].append(hl)
     return {k: torch.cat(v) if v else None for k, v in parts.items()}
+
+
+def check_context(model, seqs) -> None:
+    """UsageError, before any forward pass, for a prompt + response longer than the model's
+    context (max_position_embeddings): positions beyond it were never trained, and the
+    attention's memory grows with the square of the length."""
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if not limit:
+        return
+    for i, (p, r) in enumerate(seqs):
+        if len(p) + len(r) > limit:
+            raise UsageError(f"a prompt + response of {len(p) + len(r)} tokens (sequence {i + 1} of its set; prompt "
+                             f"{len(p)}, response {len(r)}) exceeds {type(model).__name__}'s context of {limit} "
+                             f"tokens: shorten it")
 
 
 def pad_token_id(tokenizer) -> int:

@@ -63,7 +63,9 @@ def _check_columns(where: str, columns) -> None:
 def _check_row(where: str, row) -> dict:
     """The one check every format's rows go through."""
     if not isinstance(row, dict):
-        raise UsageError(f"{where}: expected an object with prompt, chosen and rejected, got {type(row).__name__}")
+        hint = " (a JSON array file? write one object per line: JSON Lines)" if isinstance(row, list) else ""
+        raise UsageError(f"{where}: expected an object with prompt, chosen and rejected, got "
+                         f"{type(row).__name__}{hint}")
     _check_columns(where, list(row))
     kinds = [_kind(row[k]) for k in COLUMNS]
     for k, kind in zip(COLUMNS, kinds):
@@ -71,6 +73,9 @@ def _check_row(where: str, row) -> dict:
             value = repr(row[k]) if len(repr(row[k])) <= 40 else repr(row[k])[:37] + "..."
             got = "missing (null)" if row[k] is None else f"{type(row[k]).__name__} {value}"
             raise UsageError(f"{where}: {k} is {got}; expected a string or a list of {{role, content}} messages")
+    empty = [k for k in COLUMNS if not row[k] or (isinstance(row[k], str) and not row[k].strip())]
+    if empty:
+        raise UsageError(f"{where}: {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")
     if len(set(kinds)) != 1:
         raise UsageError(f"{where}: prompt, chosen and rejected must all be strings or all lists of "
                          f"{{role, content}} messages (got {', '.join(kinds)})")
@@ -197,7 +202,7 @@ def encode_pairs(tokenizer, pairs: list[dict], *, eos: bool) -> list[tuple[list[
     if eos and tokenizer.eos_token is None:
         raise UsageError("--eos: the tokenizer has no EOS token")
     out = []
-    for p in pairs:
+    for i, p in enumerate(pairs):
         chosen, rejected = p["chosen"], p["rejected"]
         if isinstance(p["prompt"], str):
             if eos:
@@ -209,11 +214,14 @@ def encode_pairs(tokenizer, pairs: list[dict], *, eos: bool) -> list[tuple[list[
             prompt = _ids(tokenizer, p["prompt"], add_generation_prompt=True)
             full_c, full_r = _ids(tokenizer, p["prompt"] + chosen), _ids(tokenizer, p["prompt"] + rejected)
         n = min(_common_prefix(prompt, full_c), _common_prefix(prompt, full_r))
+        where = f"pair {i + 1} (prompt {str(p['prompt'])[:40]!r})"
         if n == 0:
-            raise UsageError("a prompt tokenises to nothing shared with its responses: the first "
-                             "response token needs a position before it")
+            raise UsageError(f"{where}: the prompt's tokens merge with the response's (no token of the prompt "
+                             f"stays whole, so no position predicts the first response token); end the prompt "
+                             f"with a space or a newline")
         if len(full_c) == n or len(full_r) == n:
-            raise UsageError(f"an empty response after tokenisation (prompt {str(p['prompt'])[:40]!r})")
+            raise UsageError(f"{where}: a response is empty after tokenisation (it merges into the prompt's "
+                             f"last token)")
         out.append((full_c[:n], full_c[n:], full_r[n:]))
     return out
 

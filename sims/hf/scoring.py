@@ -33,8 +33,8 @@ def sequence_scores(model, tokenizer, pairs, *, eos: bool, batch_size: int, side
 def _metrics(r_plus, r_minus, scale, ties):
     from theory.rewards import accuracy, normalised_margin
     acc, tie = accuracy(r_plus - r_minus, scale, ties)
-    # one pair has no standard deviation of rewards (ddof = 1): the margin is undefined, not an error
-    nm = float(normalised_margin(r_plus, r_minus)) if r_plus.shape[0] > 1 else None
+    # one pair still has two rewards, so the (ddof = 1) standard deviation exists: sqrt(2) unless they tie
+    nm = float(normalised_margin(r_plus, r_minus))
     return {"accuracy": float(acc), "tie_fraction": float(tie), "normalised_margin": nm,
             "mean_margin": float((r_plus - r_minus).mean())}
 

@@ -21,6 +21,7 @@ is rebuilt, never used; one that another process finished meanwhile is kept.
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib.util
@@ -70,6 +71,9 @@ def gguf_path(name: str, gguf_file: str | None = None, what: str = "--model") ->
         return path
     p = Path(name).expanduser()
     if gguf_file is not None:
+        if p.is_file():
+            raise UsageError(f"{what} {name} is a file; --gguf-file names a file inside a --model folder (give "
+                             f"the .gguf file as {what} alone)")
         if not p.is_dir():
             raise UsageError(f"{what} {name}: no such folder (--gguf-file names a file inside it)")
         path = p / gguf_file
@@ -86,9 +90,16 @@ def gguf_path(name: str, gguf_file: str | None = None, what: str = "--model") ->
 
 
 def check_local(name: str, what: str) -> None:
-    """A local path (it starts with /, . or ~, or exists) must be a folder; anything else is a
-    hub id. A folder of GGUF files without config.json asks for --gguf-file."""
+    """A local path (it starts with /, . or ~, or exists) must be a folder; a hub id has the form
+    org/name; anything else is a typo, named at once rather than after the hub's time-out (a
+    near miss of a short name is suggested). A folder of GGUF files without config.json asks
+    for --gguf-file."""
     p = Path(name).expanduser()
+    if not (name.startswith(("/", ".", "~")) or p.exists()) and "/" not in name:
+        near = difflib.get_close_matches(name, list(SHORT_NAMES), n=1)
+        raise UsageError(f"{what} {name}: no such local folder, .gguf file or short name ("
+                         f"{', '.join(SHORT_NAMES)}); a hub id reads org/name"
+                         + (f"; did you mean {near[0]}?" if near else ""))
     if name.startswith(("/", ".", "~")) or p.exists():
         if not p.is_dir():
             raise UsageError(f"{what} {name}: no such folder")
@@ -165,7 +176,7 @@ def cached_folder(gguf: Path) -> Path:
     if folder.exists():
         print(f"note: the cached conversion {folder} is incomplete or damaged: rebuilding it", file=sys.stderr)
     else:
-        print(f"note: converting {gguf.name} to a float32 Hugging Face folder, once (about 20 s; "
+        print(f"note: converting {gguf.name} to a float32 Hugging Face folder, once (tens of seconds; "
               f"cached at {folder})", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

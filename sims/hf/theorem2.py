@@ -24,7 +24,6 @@ rows of U never enter a margin or a gradient of one.
 """
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -136,7 +135,7 @@ def run(model, tokenizer, *, model_name: str, steps: int = 10000, direction_tol:
             "summary": {"im_rm_unseen_accuracy": im_unseen["accuracy"], "im_rm_unseen_tie_fraction": im_unseen["tie_fraction"],
                         "ex_rm_unseen_accuracy": ex_unseen["accuracy"],
                         "u_star_unseen_accuracy": replay["max_margin"]["unseen_tokens_accuracy"]},
-            "checks": replay["checks"], "_config": dataclasses.asdict(config)}
+            "checks": replay["checks"]}
 
 
 def answer_differences(model_name: str, *, batch_size: int = 8, max_prompts: int | None = None) -> np.ndarray:

