@@ -87,6 +87,10 @@ def status(name: str) -> str:
     if not (RESULTS / name / "results.json").is_file() or not run_json.is_file():
         return "missing"
     try:
+        json.loads((RESULTS / name / "results.json").read_text())
+    except ValueError:
+        return "stale: its results.json is not valid JSON (truncated or empty?)"
+    try:
         meta = json.loads(run_json.read_text())
     except ValueError:
         return "stale: its run.json is not valid JSON"
