@@ -66,3 +66,12 @@ def test_readme_example_file_runs(tmp_path, monkeypatch):
     r = json.loads((tmp_path / "o/results.json").read_text())
     assert r["sizes"]["dim"] == 16 and r["sizes"]["pairs"] == {"train": 40, "seen_tokens": 20, "unseen_tokens": 20}
     assert r["models"]["im_rm"]["unseen_tokens"]["tie_fraction"] == 1.0
+
+
+def test_python_m_sims_lists_the_commands(capsys):
+    from sims.__main__ import main
+    assert main() == 0
+    out = capsys.readouterr().out
+    for name in ("sims.theorem2", "sims.hf", "sims.bench_max_margin_real", "sims.persona"):
+        assert f"  {name} " in out
+    assert "sims.cli " not in out and "sims.training " not in out   # libraries, not commands
