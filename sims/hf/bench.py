@@ -27,7 +27,6 @@ def bench(model, *, n_pairs: int, length: int, seed: int = 0) -> dict:
     states included; and, for tied embeddings, the exact tangent that `step` uses instead
     (reverse-mode gradient of the loss plus one forward-mode pass). A reference model costs one
     more forward pass per response; the model's own weights dominate the memory."""
-    import resource
     import torch
     from theory.dynamics import reward_change_matrix_im
     from theory.sequences import Seqs
@@ -43,6 +42,7 @@ def bench(model, *, n_pairs: int, length: int, seed: int = 0) -> dict:
     times = {}
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    rss = PeakRSS()
     t0 = time.perf_counter()
     for group in split_responses(seqs):
         run_batches(model, group, batch_size=8, pad_id=0)
@@ -66,15 +66,15 @@ def bench(model, *, n_pairs: int, length: int, seed: int = 0) -> dict:
                               torch.zeros(n_pairs, dtype=head.weight.dtype, device=device),
                               beta=0.01, eta=1e-3, params=[head.name])
         times["tangent_seconds"] = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else rss.stop()
     n_params = sum(p.numel() for p in model.parameters())
     return {"config": {"architecture": type(model).__name__, "hidden": model.config.hidden_size,
                        "layers": model.config.num_hidden_layers, "vocab": vocab, "tied_embeddings": head.tied,
                        "n_pairs": n_pairs, "tokens_per_sequence": 2 * half, "dtype": dtype, "device": device},
             "parameters": n_params, "parameters_billions": n_params / 1e9,
             "peak_memory_gib": peak / 2**30,
-            "memory_kind": "torch.cuda.max_memory_allocated" if device.startswith("cuda") else "process max RSS",
+            "memory_kind": "torch.cuda.max_memory_allocated" if device.startswith("cuda")
+            else "peak RSS of the process during the benchmark (sampled every 10 ms)",
             **times}
 
 
@@ -103,3 +103,31 @@ def load_costs(name: str, gguf_file: str | None, *, dtype: str, device: str) -> 
             else:
                 os.environ["RMGAP_CACHE"] = saved
     return {"first_load_seconds": times[0], "cached_load_seconds": times[1]}
+
+
+class PeakRSS:
+    """The largest resident set size of this process from now until stop(), sampled every 10 ms
+    by a thread. Not getrusage's ru_maxrss: that is the whole process's lifetime maximum, which
+    a benchmark run after something larger in the same process would report as its own."""
+
+    def __init__(self, interval: float = 0.01):
+        import os
+        import threading
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._peak = self._now()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _now(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _watch(self, interval):
+        while not self._done.wait(interval):
+            self._peak = max(self._peak, self._now())
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return max(self._peak, self._now())
