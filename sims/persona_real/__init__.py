@@ -93,9 +93,11 @@ class Config:
     def validate(self):
         if self.seed + self.n_seeds > SEED_LIMIT:
             raise UsageError(f"--seed + --n-seeds must not exceed {SEED_LIMIT}")
-        if self.n_probe_prompts > self.n_train or self.n_tangent_prompts > self.n_train \
-                or self.n_tangent_pairs > self.n_train:
-            raise UsageError("--n-probe-prompts, --n-tangent-prompts and --n-tangent-pairs must not exceed --n-train")
+        if self.n_probe_prompts > self.n_train:
+            raise UsageError(f"--n-probe-prompts {self.n_probe_prompts} must not exceed --n-train {self.n_train}")
+        if self.tangent and max(self.n_tangent_prompts, self.n_tangent_pairs) > self.n_train:
+            raise UsageError(f"--n-tangent-prompts and --n-tangent-pairs must not exceed --n-train {self.n_train} "
+                             f"(or give --no-tangent)")
         if self.persona_jsonl:
             from pathlib import Path
             if not Path(self.persona_jsonl).is_file():
@@ -117,6 +119,7 @@ def _combine(kind_split, record_eval, ties="half"):
     """accuracy, tie fraction, normalised margin of a split from the engine's checkpoint record;
     the paraphrased splits from their four responses' rewards (all 2 x 2 combinations)."""
     import torch
+
     from theory.rewards import accuracy, normalised_margin
     if not kind_split.startswith("para"):
         return {m: record_eval[m] for m in METRICS}
@@ -131,7 +134,6 @@ def _combine(kind_split, record_eval, ties="half"):
 def _start(shared, enc) -> dict:
     """The start model's own preference, ln pi_0(y+|x) - ln pi_0(y-|x), per split: where training
     starts (both reward models are 0 there, every pair a tie)."""
-    import torch
     from theory.rewards import accuracy
     out = {}
     for name in SPLITS:
@@ -140,7 +142,7 @@ def _start(shared, enc) -> dict:
         if name.startswith("para"):
             ic, ir = paraphrase_combos(len(c) // 2)
             c, r = c[ic], r[ir]
-        acc, tie = accuracy(c - r, c.abs() + r.abs(), "half")
+        acc, _ = accuracy(c - r, c.abs() + r.abs(), "half")
         out[name] = {"accuracy": float(acc), "mean_log_prob_margin": float((c - r).mean())}
     return out
 
@@ -153,6 +155,7 @@ def _stats(values, init) -> dict:
 
 def run(config: Config, log=print) -> dict:
     import torch
+
     from sims.hf.model import load, load_tokenizer, pad_token_id
     from sims.hf.train import TopBlocks, TrainConfig, train
     from sims.persona_real import explain
@@ -174,7 +177,7 @@ def run(config: Config, log=print) -> dict:
     seqs += data["synonym"]
     log(f"{clock()} {config.model}: {data['sizes']} pairs from {data['source']}; start states of "
         f"{len(dict.fromkeys((tuple(p), tuple(r)) for p, r in seqs))} sequences, each prompt once")
-    shared = SharedStates(model, seqs, ks=ks)
+    shared = SharedStates(model, seqs, ks=ks, progress=lambda d, n: d % 50 == 0 and log(f"{clock()}   {d}/{n} prompts"))
     log(f"{clock()} states done")
     start = _start(shared, enc)
     log(f"{clock()} start model's own preference (ln pi_0 margin accuracy): "
@@ -208,7 +211,7 @@ def run(config: Config, log=print) -> dict:
             f"{t['eq5_head_only_vs_actual']['sign_agreement']:.3f}")
 
     seeds = list(range(config.seed, config.seed + config.n_seeds))
-    per_seed = []
+    per_seed, seconds = [], {}
     for seed in seeds:
         models = {}
         for spec in specs:
@@ -221,11 +224,12 @@ def run(config: Config, log=print) -> dict:
             probes, prev = [], {}
             explain_this = seed == seeds[0] and (k is not None or v.name in ("head", "unembedding"))
 
-            def callback(record, rm, kind=kind, k=k, E=E, probes=probes, prev=prev, spec=spec):
+            def callback(record, rm, kind=kind, k=k, E=E, probes=probes, prev=prev, spec=spec, v=v,
+                         explain_this=explain_this):
                 if not explain_this:
-                    return None
+                    return
                 if v.name == "unembedding" and v.tied == "train":
-                    return None          # the tied matrix moves the states: the shared ones no longer hold
+                    return          # the tied matrix moves the states: the shared ones no longer hold
                 ev = record["evals"]["para_train"]
                 now = torch.tensor(ev["chosen"][:2 * P] + ev["rejected"][:2 * P], dtype=torch.float64)
                 if prev:
@@ -243,7 +247,7 @@ def run(config: Config, log=print) -> dict:
                     explanation["rho_final"][spec] = explain.rho_table(
                         rm.model.get_output_embeddings().weight.detach(), h(rows["eval"]), rows["eval"],
                         h(rows["plus"] + rows["minus"]), rows["plus"] + rows["minus"], shared, data["word_tokens"])
-                return None
+                return
 
             t1 = time.perf_counter()
             with engine_uses(shared):
@@ -251,7 +255,8 @@ def run(config: Config, log=print) -> dict:
                              evals={n: enc[n] for n in SPLITS}, callback=callback)
             history = [{"epoch": c["epoch"], **{n: _combine(n, c["evals"][n]) for n in SPLITS}}
                        for c in hist["checkpoints"]]
-            models[spec] = {"history": history, "loss": hist["loss"], "seconds": time.perf_counter() - t1}
+            models[spec] = {"history": history, "loss": hist["loss"]}
+            seconds[f"seed {seed} {spec}"] = time.perf_counter() - t1
             if probes:
                 explanation["probe"][spec] = probes
             f = history[-1]
@@ -285,7 +290,7 @@ def run(config: Config, log=print) -> dict:
                             "explanation": "first seed only; probe: paraphrases of the first n_probe_prompts train "
                                            "prompts, one full-batch GD step (float32) on the variant's own parameters"},
             "summary": summary, "explanation": explanation, "per_seed": per_seed, "checks": checks,
-            "_run": {"seconds": time.perf_counter() - t0}}
+            "_run": {"seconds_per_model": seconds}}
 
 
 def _explanation_summary(e) -> dict:

@@ -37,7 +37,7 @@ def synonyms(shared, rows, n_prompts: int) -> dict:
     out = synonym_cosines(h, list(WORDS), np.arange(n_prompts))
     for kind in ("raw", "centred"):
         C = np.asarray(out[kind]["matrix"])
-        within = lambda g: float(np.mean([C[a, b] for a in g for b in g if a < b]))
+        within = lambda g, C=C: float(np.mean([C[a, b] for a in g for b in g if a < b]))
         out[f"{kind}_summary"] = {"within_yes": within(range(4)), "within_no": within(range(4, 8)),
                                   "across": float(C[:4, 4:].mean())}
     return out
@@ -60,7 +60,9 @@ def rho_table(U, h_bar, bar_rows, h_v, v_rows, shared, word_tokens) -> dict:
     """Mean rho between every (paraphrase row, trained row), per (paraphrase word, trained word).
     h_bar (A, L, D) and h_v (N, L, D) the states of those rows, U (V, D)."""
     import torch
+
     from theory.dynamics import rho_pairs
+    U, h_bar, h_v = U.detach(), h_bar.detach(), h_v.detach()
     out = {}
     sides = []
     for h, rows in ((h_bar, bar_rows), (h_v, v_rows)):
@@ -100,11 +102,13 @@ def probe(kind, model, u, shared, k, rows, ref_margins, *, beta: float, eta: flo
     eta) change of the rewards of rows["eval"], the step taken on the mean loss over the training
     pairs rows["plus"], rows["minus"]. Returns the two vectors, eta and their agreement."""
     import torch
+
     from theory.dynamics import reward_change_matrix_ex, reward_change_matrix_im
     from theory.sequences import Seqs
     head = head_of(model)
     U = head.weight.detach()
-    y = {s: (lambda d: (d["y"], d["mask"]))(shared.final(r)) for s, r in rows.items()}
+    finals = {s: shared.final(r) for s, r in rows.items()}
+    y = {s: (d["y"], d["mask"]) for s, d in finals.items()}
 
     def logp(s, h):
         lp = torch.log_softmax(head.logits(h), -1).gather(-1, y[s][0][..., None])[..., 0]
@@ -114,7 +118,7 @@ def probe(kind, model, u, shared, k, rows, ref_margins, *, beta: float, eta: flo
         st = {s: current_states(model, shared, k, r) for s, r in rows.items()}
         if kind == "im":
             seqs = [Seqs(st[s][0], *y[s]) for s in ("eval", "plus", "minus")]
-            pred = reward_change_matrix_im(U, *seqs, beta=beta, eta=1.0, ref_margins=ref_margins.float()).mean(-1)
+            pred = reward_change_matrix_im(U, *seqs, beta=beta, eta=1.0, ref_margins=ref_margins.to(U.dtype)).mean(-1)
         else:
             pred = reward_change_matrix_ex(u, st["eval"][1], st["plus"][1], st["minus"][1], eta=1.0).mean(-1)
     params = trainable(model, kind, k)
@@ -128,7 +132,7 @@ def probe(kind, model, u, shared, k, rows, ref_margins, *, beta: float, eta: flo
         with torch.enable_grad():
             hp, hm = (current_states(model, shared, k, rows[s]) for s in ("plus", "minus"))
             if kind == "im":
-                m = beta * (logp("plus", hp[0]) - logp("minus", hm[0]) - ref_margins.float())
+                m = beta * (logp("plus", hp[0]) - logp("minus", hm[0]) - ref_margins.to(U.dtype))
             else:
                 m = hp[1] @ uu - hm[1] @ uu
             loss = torch.nn.functional.softplus(-m).mean()
@@ -172,12 +176,13 @@ def tangent_at_init(model, tokenizer, shared, enc_train, eval_seqs, ref_margins,
     """At the start model (tied embeddings): the exact tangent over the tied matrix, and Eq. 5
     on lm_head alone, against a real GD step of the tied matrix (what Unembedding("train") does)."""
     import torch
+
     from sims.hf.step import actual_reward_change, loss_gradients, tangent_reward_change
     from theory.dynamics import reward_change_matrix_im
     from theory.sequences import Seqs
     head = head_of(model)
     name = [head.name]
-    ref = ref_margins.float()
+    ref = ref_margins.to(head.weight.dtype)
     grads = loss_gradients(model, tokenizer, enc_train, ref, beta=beta, params=name)
     tan1 = tangent_reward_change(model, tokenizer, enc_train, eval_seqs, ref, beta=beta, eta=1.0,
                                  params=name, grads=grads).double()
@@ -185,7 +190,8 @@ def tangent_at_init(model, tokenizer, shared, enc_train, eval_seqs, ref_margins,
     actual = actual_reward_change(model, tokenizer, eval_seqs, grads, beta=beta, eta=eta, params=name).double() / eta
     rows = {s: shared.index(q) for s, q in (("eval", eval_seqs), ("plus", [(p, c) for p, c, _ in enc_train]),
                                            ("minus", [(p, r) for p, _, r in enc_train]))}
-    seqs = [Seqs(*(lambda d: (d["h"], d["y"], d["mask"]))(shared.final(rows[s]))) for s in ("eval", "plus", "minus")]
+    finals = [shared.final(rows[s]) for s in ("eval", "plus", "minus")]
+    seqs = [Seqs(d["h"], d["y"], d["mask"]) for d in finals]
     with torch.no_grad():
         eq5 = reward_change_matrix_im(head.weight.detach(), *seqs, beta=beta, eta=1.0, ref_margins=ref).mean(-1).double()
     return {"eta": eta, "n_train_pairs": len(enc_train), "n_eval": len(eval_seqs),

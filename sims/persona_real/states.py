@@ -25,6 +25,7 @@ class SharedStates:
 
     def __init__(self, model, seqs, *, ks=(), progress=None):
         import torch
+
         from sims.hf.model import check_head, head_of
         self.seqs = [(list(p), list(r)) for p, r in dict.fromkeys((tuple(p), tuple(r)) for p, r in seqs)]
         self.ks = tuple(sorted(set(ks)))
@@ -32,11 +33,12 @@ class SharedStates:
         layers = model.model.layers
         D = model.config.hidden_size
         N, L = len(self.seqs), max(len(r) for _, r in self.seqs)
-        self.h = torch.zeros(N, L, D)
-        self.h_last = torch.zeros(N, D)
+        dtype = next(model.parameters()).dtype
+        self.h = torch.zeros(N, L, D, dtype=dtype)
+        self.h_last = torch.zeros(N, D, dtype=dtype)
         self.y = torch.zeros(N, L, dtype=torch.long)
         self.mask = torch.zeros(N, L, dtype=torch.bool)
-        self.logp = torch.zeros(N, L)
+        self.logp = torch.zeros(N, L, dtype=torch.promote_types(dtype, torch.float32))
         self.block_inputs = {k: [None] * N for k in self.ks}
         # what identifies the start model's body (the engine's copies must match it to use these states)
         self.body = [p.detach().clone() for p in list(layers[-1].parameters()) + list(model.model.norm.parameters())]
@@ -55,7 +57,8 @@ class SharedStates:
                 warnings.simplefilter("ignore", FutureWarning)
                 for done, (prompt, rows) in enumerate(by_prompt.items(), 1):
                     T = len(prompt)
-                    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+                    # the prompt's last position is the only one whose logits are read
+                    out = model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
                     hp = captured["h"][0, -1]                                         # (D,)
                     xp = {k: captured[k][0] for k in self.ks}                         # (T, D)
                     cache = out.past_key_values
@@ -72,12 +75,12 @@ class SharedStates:
                     z = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache,
                               use_cache=True).logits                                  # (R, Lr, V)
                     H = captured["h"]                                                 # (R, Lr, D)
+                    check_head(head, H, z, att[:, T:].bool())
                     for j, (i, r) in enumerate(zip(rows, R)):
                         K = len(r)
                         h = torch.cat([hp[None], H[j, :K - 1]])                       # (K, D)
                         zz = torch.cat([out.logits[0, -1:], z[j, :K - 1]])            # (K, V)
-                        check_head(head, h[None], zz[None], torch.ones(1, K, dtype=torch.bool))
-                        lp = torch.log_softmax(zz.float(), -1)[torch.arange(K), torch.tensor(r)]
+                        lp = torch.log_softmax(zz.to(self.logp.dtype), -1)[torch.arange(K), torch.tensor(r)]
                         self.h[i, :K], self.h_last[i] = h, H[j, K - 1]
                         self.y[i, :K], self.mask[i, :K], self.logp[i, :K] = torch.tensor(r), True, lp
                         for k in self.ks:
@@ -114,12 +117,13 @@ def top_states(model, shared: SharedStates, k: int, rows):
     model's) for these rows: its top k blocks and final norm run on the shared input of block
     L-k (sims.hf.train.top_blocks_model). Differentiable in the top blocks' parameters."""
     import torch
+
     from sims.hf.model import collate
     from sims.hf.train import _gather, top_blocks_model
     top = top_blocks_model(model, k)
     seqs = [shared.seqs[i] for i in rows]
     b = collate(seqs, pad_id=0)
-    X = torch.zeros(len(rows), b.input_ids.shape[1], shared.h.shape[-1])
+    X = torch.zeros(len(rows), b.input_ids.shape[1], shared.h.shape[-1], dtype=shared.h.dtype)
     for j, i in enumerate(rows):
         x = shared.block_inputs[k][i]
         X[j, :len(x)] = x
