@@ -21,6 +21,9 @@ prompt read once (sims/persona_real/states.py); head and unembedding train on th
 top_k runs its k blocks per step. Learning rates and epochs per variant were chosen so that
 each fits its TRAINING pairs within the budget (judged by the training loss and accuracy only,
 never by the paraphrase or test results); the paper's Adam lr 1e-6 for 50 epochs is for a GPU.
+Measured here (default run, 3 seeds, four models): 7.0 min wall at load average 2-4 (states
+2.5 min, peak RSS 3.3 GB); 22 min at load 4-8 before the prompt pass kept only its last logits.
+Every model reached training accuracy 1.000 on every seed.
 """
 from __future__ import annotations
 
@@ -65,10 +68,12 @@ class Config:
                         "ex|im/full", _specs_ok, "must be comma-separated ex/VARIANT or im/VARIANT that train that kind")
     full: bool = field(False, "also train ex/full and im/full (every parameter: ~300 s per epoch of 80 pairs on "
                        "this machine under load, per model and seed)")
-    lr_head: float = field(1e-3, "Adam lr, EX-RM head (u from 0; fits the training pairs in ~10 epochs)",
+    lr_head: float = field(1e-3, "Adam lr, EX-RM head (u from 0; training accuracy 1.0 by epoch 10, last-batch loss 0.002 at 20)",
                            POSITIVE_FINITE)
-    lr_unembedding: float = field(1e-4, "Adam lr, IM-RM unembedding (hold or train)", POSITIVE_FINITE)
-    lr_top_k: float = field(1e-4, "Adam lr, top_k (both kinds)", POSITIVE_FINITE)
+    lr_unembedding: float = field(1e-4, "Adam lr, IM-RM unembedding (hold or train; hold: training accuracy 1.0 by epoch 10, "
+                                 "loss 0.50 at 20)", POSITIVE_FINITE)
+    lr_top_k: float = field(1e-4, "Adam lr, top_k (both kinds; k = 1: training accuracy 1.0 after 1 epoch, loss 0.55 (EX) / "
+                           "0.61 (IM) after 3)", POSITIVE_FINITE)
     lr_full: float = field(1e-5, "Adam lr, full fine-tuning", POSITIVE_FINITE)
     epochs_cached: int = field(20, "epochs of the variants on cached states (head, unembedding hold)", POSITIVE)
     epochs_forward: int = field(3, "epochs of the variants that run blocks per step (top_k, unembedding:train, full)",

@@ -69,16 +69,17 @@ def test_bad_flags(flags, capsys, tmp_path):
 
 @pytest.fixture(scope="module")
 def small():
-    model, tok = hf.load("smollm2"), hf.load_tokenizer("smollm2")
-    data = build(tok, persona_jsonl=None, n_train=2, n_test=1, n_shift=1, n_synonym_prompts=1)
-    return model, tok, data
+    """The tokenizer and a few pairs; each test loads its own model (one model in memory at a time)."""
+    tok = hf.load_tokenizer("smollm2")
+    return tok, build(tok, persona_jsonl=None, n_train=2, n_test=1, n_shift=1, n_synonym_prompts=1)
 
 
 def test_shared_states_equal_the_engines_own(small):
     """The prompt-once states equal a plain forward of each whole sequence (run_batches), and the
     top_k engine's own cached block inputs, to float32 rounding."""
     import sims.hf.train as engine
-    model, tok, data = small
+    tok, data = small
+    model = hf.load("smollm2")
     seqs = [(p, c) for p, c, _ in data["enc"]["train"]] + [(p, r) for p, _, r in data["enc"]["para_train"]]
     shared = SharedStates(model, seqs, ks=(2,))
     plain = hf.run_batches(model, seqs, batch_size=4, pad_id=hf.pad_token_id(tok))
@@ -97,7 +98,7 @@ def test_shared_states_equal_the_engines_own(small):
 def test_eq5_against_a_real_step_at_a_checkpoint(small):
     """float64: the unembedding (held untied) moved off pi_ref, Eq. 5 on the states against a real
     GD step of lm_head: agreement to O(eta); the top block's probe runs the same code."""
-    data = small[2]
+    data = small[1]
     model = hf.load("smollm2", dtype="float64")
     out = model.get_output_embeddings()
     g = torch.Generator().manual_seed(0)
