@@ -1,0 +1,3 @@
+from sims.persona_real import main
+
+raise SystemExit(main())

