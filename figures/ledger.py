@@ -20,7 +20,9 @@ from pathlib import Path
 from figures import RESULTS, ROOT
 
 DOCUMENTS = (ROOT / "README.md", ROOT / "paper_checks.md")
-MARKER = re.compile(r"<!--=(?P<name>[\w-]+):(?P<path>(?:run\.json:)?[^:>]+)(?::(?P<fmt>[^>]*))?-->"
+# The path may hold ':' (keys such as "ex/top_k:1"); the format spec, when given, is what follows
+# the path's last ':' (format specs hold no ':').
+MARKER = re.compile(r"<!--=(?P<name>[\w-]+):(?P<path>(?:run\.json:)?[^>]+?)(?::(?P<fmt>[^:>]*))?-->"
                     r"(?P<value>.*?)<!--/-->", re.S)
 
 
