@@ -53,7 +53,7 @@ def draw(results: dict, stem: Path) -> None:
     axes[0].set_ylabel(f"accuracy (a tie counts {'1/2' if ties == 'half' else '0'})")
     axes[0].legend(loc="lower right")
     if "unseen_tokens" in splits:
-        axes[splits.index("unseen_tokens")].legend(loc="center right", fontsize=6)
+        axes[splits.index("unseen_tokens")].legend(loc="lower right", fontsize=6)
 
     ax = axes[-1]
     d = results["ex_rm_direction"]
