@@ -19,18 +19,7 @@ MODELS = [("gpt2", False), ("gpt2", True), ("llama", False), ("llama", True)]
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread, or the threads' contention on a shared machine costs 10x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return T.tokenizer(tmp_path_factory.mktemp("tok"))
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/sims/conftest.py
 
 
 @pytest.mark.parametrize("kind,tied", MODELS)
