@@ -75,3 +75,61 @@ def test_python_m_sims_lists_the_commands(capsys):
     for name in ("sims.theorem2", "sims.hf", "sims.bench_max_margin_real", "sims.persona"):
         assert f"  {name} " in out
     assert "sims.cli " not in out and "sims.training " not in out   # libraries, not commands
+
+
+# Links: every relative link of the README, the ledger and docs/ names a file that exists, and an
+# anchor names a heading of that file, by GitHub's rule (github-slugger): the heading's text,
+# lower-cased, with punctuation other than '-' and '_' removed and each space made a '-'; a
+# repeated heading gets -1, -2, ... Brackets inside code are not links.
+PAGES = [ROOT / "README.md", ROOT / "paper_checks.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCED = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)
+LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    text = re.sub(r"<!--.*?-->", "", heading)                     # markers render as their value only
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)        # a link shows its text
+    return re.sub(r"[^\w\- ]", "", text.replace("`", "").strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    out = set()
+    for line in FENCED.sub("", page.read_text()).splitlines():
+        if m := re.match(r"#{1,6} +(.*?)(?: +#+)? *$", line):
+            s = slug(m[1])
+            seen[s] = seen.get(s, -1) + 1
+            out.add(s if seen[s] == 0 else f"{s}-{seen[s]}")
+    return out
+
+
+def links(page: Path) -> list[str]:
+    prose = re.sub(r"`[^`\n]*`", "", FENCED.sub("", page.read_text()))
+    return LINK.findall(prose)
+
+
+def test_slugs_follow_github():
+    assert slug("Theorem 2 on a real model's hidden states") == "theorem-2-on-a-real-models-hidden-states"
+    assert slug("`u*` against the fastest peers") == "u-against-the-fastest-peers"
+    assert slug("Learning dynamics (Section 4, Eq. 5)") == "learning-dynamics-section-4-eq-5"
+    assert slug("Running things: results, exit codes, conventions") == "running-things-results-exit-codes-conventions"
+    assert slug("Section 4–5.1, `hf_step`") == "section-451-hf_step"
+
+
+def test_every_link_in_the_documents_resolves():
+    problems = []
+    for page in PAGES:
+        for target in links(page):
+            if re.match(r"[a-z]+:", target):          # https:, mailto: leave the repository by design
+                continue
+            file, _, anchor = target.partition("#")
+            path = (page.parent / file).resolve() if file else page
+            where = f"{page.relative_to(ROOT)}: ({target})"
+            if not path.is_relative_to(ROOT):
+                problems.append(f"{where} points outside the repository")
+            elif not path.exists():
+                problems.append(f"{where}: no such file")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                problems.append(f"{where}: {path.name} has no heading with that anchor")
+    assert not problems, "\n".join(problems)
+    assert sum(len(links(p)) for p in PAGES) > len(PAGES)     # the parser found the links
