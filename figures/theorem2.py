@@ -95,12 +95,14 @@ def _direction_panel(ax, results: dict) -> None:
         return
     note = f"; {zeros} checkpoints at exactly 0 not drawn" if zeros else ""
     ax.loglog(t, gap, color="C0", label=f"{rule} steps (this run{note})")
+    tc, const = t, gap                       # the paper's constant-step GD: this run's, or its own
     if d["one_minus_cosine_constant_step"]:
         tc, const, zeros_c = _positive(t_all, np.asarray(d["one_minus_cosine_constant_step"])[keep])
         if tc.size:
             note = f"; {zeros_c} at exactly 0 not drawn" if zeros_c else ""
             ax.loglog(tc, const, color="C2", label=f"constant steps (the paper's GD{note})")
-            ax.loglog(tc, const[-1] * np.log(1 + tc[-1]) / np.log(1 + tc), "k--", lw=0.8, label="c / log t")
+    if tc.size and (rule == "constant" or d["one_minus_cosine_constant_step"]):
+        ax.loglog(tc, const[-1] * np.log(1 + tc[-1]) / np.log(1 + tc), "k--", lw=0.8, label="c / log t")
     ax.axhline(tol, color="grey", lw=0.6, ls=":", label=f"PASS threshold {tol:g}")
     ax.legend(loc="best", fontsize=6)
 
