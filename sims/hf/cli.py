@@ -150,6 +150,9 @@ def body(argv=None) -> int:
     inputs.check_device(args.device)
     if args.progress:   # read where models load (sims.hf.model, sims.hf.sources)
         os.environ["RMGAP_PROGRESS"] = "1"
+    if args.command in ("bench", "theorem2") and args.out and Path(args.out).suffix == ".json":
+        print(f"warning: --out {args.out}: {args.command} writes a results folder (results.json, run.json inside "
+              f"it), so {args.out} will be a folder", file=sys.stderr)
     if args.command == "bench":
         return _bench_main(args, argv)
     if args.command == "theorem2":
