@@ -56,7 +56,7 @@ CASES = {  # name -> (argv builder, exit code, stream, substrings, substrings th
                               ["lacks train_h_prompt", "misspelt? train_h_promt for train_h_prompt"], [], False),
     # the paper's constant step: the expected outcome is said, and the rate check passes
     "constant_step": (lambda p: [*TINY, "--step-rule", "constant"], 0, "out",
-                      ["PASS (no rise above 1e-12", "O(1/log t) rate of the constant step",
+                      ["PASS (no rise above 1e-12", "u* under the constant step, slowly (O(1/log t))",
                        "expected: under the constant step", "takes about 10^"], ["FAIL"], True),
     # ... and the limit check, when asked for, fails with the reason
     "constant_step_limit": (lambda p: [*TINY, "--step-rule", "constant", "--direction-check", "limit"], 1, "out",
