@@ -4,6 +4,10 @@ import pkgutil
 
 import sims
 
+EXIT_CODES = ("exit codes: 0 every check passed; 1 a check failed (results still written); 2 bad input (one "
+              "`error:` line); 3 a numerical or solver failure that is not the input's fault; 4 a bug in rmgap; "
+              "130 interrupted; 141 the reader closed stdout (e.g. `| head`)")
+
 
 def main() -> int:
     print("python -m sims.NAME [--help]   (the main job: python -m sims.theorem2 --unseen-tokens)\n")
@@ -19,6 +23,7 @@ def main() -> int:
             continue
         doc = mod.__doc__ or ""
         print(f"  sims.{info.name:22} {doc.strip().splitlines()[0] if doc.strip() else ''}")
+    print(f"\n{EXIT_CODES}")
     return 0
 
 

@@ -27,7 +27,9 @@ The unseen_tokens split must use no token that occurs in train. Hidden states ar
 """
 from __future__ import annotations
 
+import difflib
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,33 @@ import numpy as np
 from sims.inputs import UsageError, check_memory, read_npz, real_matrix, token_ids
 
 SPLITS = ("train", "seen_tokens", "unseen_tokens")
+FIELDS = ("h_prompt", "h_chosen", "h_rejected", "y_chosen", "y_rejected")
+# every array a file may hold: sims.hf representations also writes shifted_* (kept for analyse)
+KNOWN_KEYS = tuple(f"{s}_{k}" for s in (*SPLITS, "shifted") for k in FIELDS) + ("U_ref",)
+
+
+def near_misses(keys) -> dict:
+    """Arrays of a file that are not read but look like a misspelt known name -> that name
+    (unseen_token_h_prompt -> unseen_tokens_h_prompt): such a split would be silently ignored."""
+    out = {}
+    for k in keys:
+        if k not in KNOWN_KEYS:
+            close = difflib.get_close_matches(k, KNOWN_KEYS, n=1, cutoff=0.8)
+            if close:
+                out[k] = close[0]
+    return out
+
+
+def _by_split(misses: dict) -> dict:
+    """unseen_token_h_prompt -> unseen_tokens_h_prompt, ... (all five) as unseen_token_* -> unseen_tokens_*."""
+    out = {}
+    for k, v in misses.items():
+        f = next((f for f in FIELDS if v.endswith("_" + f) and k.endswith("_" + f)), None)
+        if f is None:
+            out[k] = v
+        else:
+            out[k[:-len(f)] + "*"] = v[:-len(f)] + "*"
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,6 +139,7 @@ def load_pairs(path: str, dtype: str = "float64") -> Problem:
 def _load_pairs(key) -> Problem:
     path, _, _, dtype = key
     data = read_npz(path, "representation file")
+    misses = near_misses(data)
     splits, D = {}, None
     for name in SPLITS:
         keys = [f"{name}_{k}" for k in ("h_prompt", "h_chosen", "h_rejected", "y_chosen", "y_rejected")]
@@ -118,8 +148,10 @@ def _load_pairs(key) -> Problem:
             continue
         if not all(present):
             missing = [k for k, p in zip(keys, present) if not p]
+            typos = [f"{k} for {v}" for k, v in misses.items() if v in missing]
             raise UsageError(f"representation file {path} lacks {', '.join(missing)} "
-                             f"(it has: {', '.join(sorted(data)) or 'no arrays'})")
+                             f"(it has: {', '.join(sorted(data)) or 'no arrays'}"
+                             f"{'; misspelt? ' + ', '.join(typos) if typos else ''})")
         hx = real_matrix(keys[0], data[keys[0]], cols=D, dtype=np.dtype(dtype))
         n, D = hx.shape
         hp, hm = (real_matrix(k, data[k], rows=n, cols=D, dtype=np.dtype(dtype)) for k in keys[1:3])
@@ -136,6 +168,10 @@ def _load_pairs(key) -> Problem:
             raise UsageError(f"U_ref has shape {U_ref.shape}, expected (V, {D}) with V > {V - 1}, "
                              f"the largest token id")
         U_ref = real_matrix("U_ref", U_ref, cols=D, dtype=np.dtype(dtype))
+    if misses:   # cached per file, so a run warns once
+        named = _by_split(misses)
+        print(f"warning: representation file {path}: {', '.join(named)} {'is' if len(named) == 1 else 'are'} "
+              f"not read (did you mean {', '.join(dict.fromkeys(named.values()))}?)", file=sys.stderr)
     seen = np.union1d(splits["train"].y_plus, splits["train"].y_minus)
     if "unseen_tokens" in splits:
         u = splits["unseen_tokens"]

@@ -86,29 +86,41 @@ def run(config: Config, log=print) -> dict:
     checks = [
         {"claim": "every correct response beats every incorrect one by exactly delta (min, max margin)",
          "predicted": config.delta, "measured": [float(margins.min()), float(margins.max())],
-         "passed": bool(np.allclose(margins, config.delta, rtol=0, atol=1e-9 * (1 + config.delta)))},
+         "passed": bool(np.allclose(margins, config.delta, rtol=0, atol=1e-9 * (1 + config.delta))),
+         "tolerance": f"every |margin - delta| <= {1e-9 * (1 + config.delta):.3g} (1e-9 x (1 + delta))"},
         {"claim": "IM-RM accuracy on all (correct, incorrect) pairs", "predicted": 1.0,
-         "measured": float(np.mean(margins > 0)), "passed": bool(np.all(margins > 0))},
+         "measured": float(np.mean(margins > 0)), "passed": bool(np.all(margins > 0)),
+         "tolerance": "every margin > 0"},
         {"claim": "pi(C|x) <= e^{delta/beta} pi_ref(C|x)", "predicted": f"<= {bound:.6g}", "measured": p,
-         "passed": p <= bound * (1 + 1e-12)},
+         "passed": p <= bound * (1 + 1e-12), "tolerance": "measured <= bound x (1 + 1e-12)"},
         {"claim": "pi(C|x) equals e^{d/b} p / (1 + (e^{d/b} - 1) p)", "predicted": closed_form_correct_mass(
             p_ref, delta=config.delta, beta=config.beta), "measured": p,
-         "passed": math.isclose(p, closed_form_correct_mass(p_ref, delta=config.delta, beta=config.beta), rel_tol=1e-9)},
+         "passed": math.isclose(p, closed_form_correct_mass(p_ref, delta=config.delta, beta=config.beta), rel_tol=1e-9),
+         "tolerance": "|measured - predicted| <= 1e-9 x predicted"},
         {"claim": "pi(C|x) <= pi_ref(C|x) exp(max_{y in C} r(y)/beta) (any policy; equality for the tilted one)",
-         "predicted": policy_bound, "measured": p, "passed": p <= policy_bound * (1 + 1e-12)},
+         "predicted": policy_bound, "measured": p, "passed": p <= policy_bound * (1 + 1e-12),
+         "tolerance": "measured <= predicted x (1 + 1e-12)"},
         {"claim": "the tilted pi is autoregressive: its conditionals multiply to pi(y) (max |log error|)",
-         "predicted": 0.0, "measured": cond_err, "passed": cond_err <= 1e-9},
+         "predicted": 0.0, "measured": cond_err, "passed": cond_err <= 1e-9, "tolerance": "measured <= 1e-9"},
     ]
     log(f"Theorem 1, exact (V={V}, T={T}: {len(seqs)} responses, |C|={config.n_correct}, beta={config.beta}, delta={config.delta})")
     log(f"  pi_ref(C|x) = {p_ref:.4g}   pi(C|x) = {p:.4g}   bound e^(delta/beta) pi_ref(C|x) = {bound:.4g}   "
         f"(pi(C)/bound = {p / bound:.6f})")
     for c in checks:
-        log(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['claim']}: predicted {c['predicted']}, measured {c['measured']}")
+        log(f"  {'PASS' if c['passed'] else 'FAIL'} ({c['tolerance']})  {c['claim']}: predicted {_fmt(c['predicted'])}, "
+            f"measured {_fmt(c['measured'])}")
     return {"config": dataclasses.asdict(config), "responses": len(seqs), "pi_ref_correct": p_ref, "pi_correct": p,
             "bound": bound, "ratio_to_bound": p / bound, "policy_bound": policy_bound,
             "margin_min": float(margins.min()), "margin_max": float(margins.max()),
             "margin_max_error": float(np.max(np.abs(margins - config.delta))),
             "conditionals_max_log_error": cond_err, "checks": checks}
+
+
+def _fmt(value) -> str:
+    """Numbers at 4 significant digits for the screen (results.json keeps full precision)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_fmt, value)) + "]"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def main(argv=None) -> int:

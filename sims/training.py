@@ -103,3 +103,10 @@ def train_im_rm(U_ref, h_x, E, *, beta: float, lr: float, steps: int, rule: str,
         if on_checkpoint is not None and t in marks:
             on_checkpoint(t, U_at(A))
     return U_at(A)
+
+
+if __name__ == "__main__":   # `python -m sims.training` would otherwise do nothing and exit 0
+    import sys
+    print("error: sims.training is a library module (gradient descent for the simulations), not a command; "
+          "python -m sims lists the commands", file=sys.stderr)
+    raise SystemExit(2)

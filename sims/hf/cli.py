@@ -27,6 +27,9 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 PADDING = ("right", "left")
 PAIR_FORMATS = "JSON Lines, Parquet, or a datasets save_to_disk folder[:SPLIT]"
 RANDOM = {"hidden": 512, "layers": 8, "vocab": 32000}
+EXIT_CODES = ("exit codes: 0 done (theorem2: every check passed); 1 a theorem2 check failed (results still "
+              "written); 2 bad input (one `error:` line); 3 a numerical failure that is not the input's fault; 4 a "
+              "bug in rmgap; 130 interrupted; 141 the reader closed stdout (e.g. `| head`)")
 
 def _common(p, model=True, out="file"):
     if model:
@@ -51,13 +54,14 @@ def _common(p, model=True, out="file"):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m sims.hf", description=package.__doc__,
+    p = Parser(prog="python -m sims.hf", description=package.__doc__, epilog=EXIT_CODES,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     add = sub.add_parser
     sub.add_parser = lambda name, **kw: add(name, description=kw.get("help"), formatter_class=HelpFormatter, **kw)
-    s = sub.add_parser("score", help="implicit rewards, accuracy and margins under six conventions (paper, "
-                       "trl, rewardbench, and RewardBench's reference-free sum / avg / norm)")
+    s = sub.add_parser("score", help="implicit rewards, accuracy and margins under six conventions with --ref "
+                       "(paper, trl, rewardbench, and RewardBench's reference-free sum / avg / norm); five without "
+                       "it (rewardbench needs a reference model)")
     _common(s)
     s.add_argument("--ref", default=None, help="reference model, named as --model (default: none, pi_ref = 1; "
                    "the rewardbench convention needs one)")
@@ -146,6 +150,9 @@ def body(argv=None) -> int:
     inputs.check_device(args.device)
     if args.progress:   # read where models load (sims.hf.model, sims.hf.sources)
         os.environ["RMGAP_PROGRESS"] = "1"
+    if args.command in ("bench", "theorem2") and args.out and Path(args.out).suffix == ".json":
+        print(f"warning: --out {args.out}: {args.command} writes a results folder (results.json, run.json inside "
+              f"it), so {args.out} will be a folder", file=sys.stderr)
     if args.command == "bench":
         return _bench_main(args, argv)
     if args.command == "theorem2":
@@ -180,8 +187,10 @@ def body(argv=None) -> int:
         result = score(model, ref, tok, pairs, beta=args.beta, **common)
         _write_json(out, {"model": args.model, "ref": args.ref, "pairs": args.pairs, **result})
         if ref is None:
-            print("note: no --ref: pi_ref = 1 (the paper's no-reference ablation); the rewardbench convention "
-                  "needs a reference and is left out")
+            left = result["left_out"]
+            print(f"note: no --ref: pi_ref = 1 (the paper's no-reference ablation); {len(result['conventions'])} of "
+                  f"the {len(result['conventions']) + len(left)} conventions: "
+                  + "; ".join(f"{k} is left out, {why}" for k, why in left.items()))
         print(f"{'convention':26} {'accuracy':>8} {'ties':>6} {'norm. margin':>12}")
         for name, c in result["conventions"].items():
             print(f"{name:26} {c['accuracy']:8.3f} {c['tie_fraction']:6.3f} {c['normalised_margin']:12.4g}")

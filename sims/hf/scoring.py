@@ -71,7 +71,9 @@ def score(model, ref, tokenizer, pairs, *, beta: float, batch_size: int = 8, sid
     conv["rewardbench_ref_free_avg"] = (c["sum"] / c["count"], r["sum"] / r["count"],
                                         c["abs"] / c["count"] + r["abs"] / r["count"], "zero")
     conv["rewardbench_ref_free_norm"] = (-c["norm"], -r["norm"], c["norm"] + r["norm"], "zero")
-    results = {"beta": beta, "n_pairs": len(pairs), "reference": ref is not None, "conventions": {}}
+    results = {"beta": beta, "n_pairs": len(pairs), "reference": ref is not None, "conventions": {},
+               # what the six conventions lose without a reference, said rather than silently dropped
+               "left_out": {} if ref is not None else {"rewardbench": "its ln(pi/pi_ref) needs a reference model (--ref)"}}
     for name, (rp, rm, scale, ties) in conv.items():
         desc = CONVENTIONS[name] if ref is not None or "ref_free" in name else \
             CONVENTIONS[name].replace("ln(pi/pi_ref)", "ln pi (no reference: pi_ref = 1)")
