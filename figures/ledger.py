@@ -1,4 +1,4 @@
-"""Numbers in README.md and paper_checks.md, rendered from results files.
+"""Numbers in README.md, paper_checks.md and the pages of docs/, rendered from results files.
 
 A measured number is written inline between two markers:
 
@@ -19,7 +19,9 @@ from pathlib import Path
 
 from figures import RESULTS, ROOT
 
-DOCUMENTS = (ROOT / "README.md", ROOT / "paper_checks.md")
+# Every page of docs/ is rendered and drift-checked like the README: a long section moved there
+# keeps its numbers tied to their runs (a page without markers renders as itself).
+DOCUMENTS = (ROOT / "README.md", ROOT / "paper_checks.md", *sorted((ROOT / "docs").glob("*.md")))
 # The path may hold ':' (keys such as "ex/top_k:1"); the format spec, when given, is what follows
 # the path's last ':' (format specs hold no ':').
 MARKER = re.compile(r"<!--=(?P<name>[\w-]+):(?P<path>(?:run\.json:)?[^>]+?)(?::(?P<fmt>[^:>]*))?-->"
@@ -79,10 +81,10 @@ def render(text: str) -> str:
 
 def drift(path: Path) -> list[str]:
     """Markers of a document whose text disagrees with their results, one line each."""
-    out = []
+    out, shown = [], path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     for m, value in markers(path.read_text()):
         if m["value"] != value:
-            out.append(f"{path.name}: {m['name']}:{m['path']} says {m['value']!r}, results give {value!r}")
+            out.append(f"{shown}: {m['name']}:{m['path']} says {m['value']!r}, results give {value!r}")
     return out
 
 

@@ -1,7 +1,8 @@
 """Section 5.1 on SmolLM2-135M-Instruct (python -m sims.persona_real): accuracy per split over
-training for each reward model and variant (mean over seeds, band = min..max; the paper's
-numbers as dashed marks at the right edge), and the explanation's probe: the predicted change of
-each paraphrase reward under one GD step (Eq. 5 / the EX-RM formula) against the real step."""
+training for each reward model and variant (mean over seeds, bars = min..max; the paper's
+numbers as short bars right of the last epoch), and the explanation's probe: the predicted
+change of each paraphrase reward under one GD step (Eq. 5 / the EX-RM formula) against the
+real step."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +10,26 @@ from pathlib import Path
 import numpy as np
 
 from figures import pyplot, save
+from figures.persona import accuracy_panel, split_legend
 
 SPLITS = ("train", "test", "para_train", "para_test", "domain_shift")
 LABELS = {"train": "train pairs", "test": "test prompts", "para_train": "paraphrased, train prompts",
           "para_test": "paraphrased, test prompts", "domain_shift": "domain shift (factual)"}
-MARKERS = ("o", "s", "^", "v", "D")
+KINDS = {"ex": "EX-RM", "im": "IM-RM"}
+
+
+def model_name(spec: str) -> str:
+    """A --models entry in words (sims.hf.train.variant_of): 'im/top_k:1' -> 'IM-RM, top 1 block'."""
+    kind, _, variant = spec.partition("/")
+    name, _, arg = variant.partition(":")
+    words = {"head": "head u only", "full": "full fine-tuning",
+             "unembedding": "tied unembedding trained" if arg == "train" else "unembedding only (input embedding held)",
+             "top_k": f"top {arg} block{'' if arg == '1' else 's'}" + (" and u" if kind == "ex" else "")}
+    return f"{KINDS.get(kind, kind)}, {words.get(name, variant)}"
+
+
+def _count(n, noun: str) -> str:
+    return f"{n:g} {noun}{'' if n == 1 else 's'}"
 
 
 def draw(results: dict, stem: Path) -> None:
@@ -21,26 +37,18 @@ def draw(results: dict, stem: Path) -> None:
     per_seed = results["per_seed"]
     specs = list(per_seed[0]["models"])
     probes = results["explanation"]["probe"]
-    fig, axes = plt.subplots(2, len(specs), figsize=(3.8 * len(specs), 7.2), squeeze=False)
+    rows = 2 if any(spec in probes for spec in specs) else 1      # no probe row when nothing was probed
+    fig, axes = plt.subplots(rows, len(specs), figsize=(3.9 * len(specs), 3.8 * rows), squeeze=False)
     for col, spec in enumerate(specs):
         ax = axes[0, col]
         hist = [r["models"][spec]["history"] for r in per_seed]
-        epochs = [h["epoch"] for h in hist[0]]
-        for i, split in enumerate(SPLITS):
-            a = np.array([[h[split]["accuracy"] for h in hs] for hs in hist])
-            ax.plot(epochs, a.mean(0), "-", marker=MARKERS[i], ms=8 - 1.2 * i, lw=3.5 - 0.6 * i, color=f"C{i}",
-                    mfc="none" if i < 2 else f"C{i}", label=LABELS[split], zorder=2 + i)
-            ax.fill_between(epochs, a.min(0), a.max(0), color=f"C{i}", alpha=0.15, lw=0)
-            paper = results["paper"][spec[:2]][split]
-            ax.plot([epochs[-1]], [paper], marker="_", ms=18, mew=2, color=f"C{i}", zorder=10)
-        ax.axhline(0.5, color="grey", lw=0.6)
-        ax.set_ylim(-0.03, 1.03)
+        acc = {s: [[h[s]["accuracy"] for h in hs] for hs in hist] for s in SPLITS}
+        accuracy_panel(ax, [h["epoch"] for h in hist[0]], acc, results["paper"].get(spec[:2], {}))
         s = results["settings"][spec]
-        ax.set_title(f"{spec} (Adam lr {s['lr']:g})", fontsize=9)
-        ax.set_xlabel("epoch")
+        ax.set_title(f"{model_name(spec)}\nAdam lr {s['lr']:g}, {_count(s['epochs'], 'epoch')}", fontsize=9)
         ax.set_ylabel("accuracy (ties 1/2)")
-        if col == 0:
-            ax.legend(fontsize=6, loc="center left")
+        if rows == 1:
+            continue
         ax = axes[1, col]
         if spec not in probes:
             ax.axis("off")
@@ -56,10 +64,11 @@ def draw(results: dict, stem: Path) -> None:
         ax.set_xlabel(("Eq. 5 (lm_head only)" if spec[:2] == "im" else "EX-RM formula") + " per unit eta")
         ax.set_ylabel("real GD step / eta")
         ax.set_title("paraphrase rewards: predicted vs one real step", fontsize=8)
-        ax.legend(fontsize=6)
-    fig.suptitle(f"Persona on {results['data']['model']}: {len(per_seed)} seeds (mean, band min..max); "
-                 f"short bars = the paper's numbers (domain shift: Sec. 5.2 real-data average); grey = chance",
-                 fontsize=9)
+        ax.legend(fontsize=6, loc="best")
+    fig.suptitle(f"Persona on {results['data']['model']}: {_count(len(per_seed), 'seed')} (mean; bars min..max); short bars "
+                 f"right of the last epoch = the paper's numbers (1B LMs; domain shift: Sec. 5.2's real-data "
+                 f"average)", fontsize=9)
     fig.tight_layout()
+    split_legend(fig, LABELS, "paper's number")
     save(fig, Path(stem))
     plt.close(fig)

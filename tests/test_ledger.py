@@ -1,7 +1,7 @@
 """Every number a reader sees comes from a results file, and the results come from the code.
 
-README.md and paper_checks.md quote measured numbers only through ledger markers
-(figures/ledger.py); the canonical results in results/ are committed with the hash of the code
+README.md, paper_checks.md and the pages of docs/ quote measured numbers only through ledger
+markers (figures/ledger.py); the canonical results in results/ are committed with the hash of the code
 that made them; figures are drawn from those results, byte for byte.
 """
 import json
@@ -17,6 +17,20 @@ from figures.__main__ import DRAWN, RUNS, status
 def test_documents_agree_with_their_results():
     problems = [line for doc in ledger.DOCUMENTS for line in ledger.drift(doc)]
     assert not problems, "run `python -m figures --no-runs` to re-render:\n" + "\n".join(problems)
+
+
+def test_every_page_with_numbers_is_rendered_and_checked():
+    """A page holding markers that the ledger does not list would keep numbers no test compares."""
+    pages = [*ROOT.glob("*.md"), *ROOT.glob("docs/**/*.md")]
+    unlisted = [str(p.relative_to(ROOT)) for p in pages if ledger.MARKER.search(p.read_text()) and p not in ledger.DOCUMENTS]
+    assert not unlisted, f"add to figures/ledger.py's DOCUMENTS: {unlisted}"
+    assert {ROOT / "README.md", ROOT / "paper_checks.md"} < set(ledger.DOCUMENTS)
+
+
+def test_drift_names_the_page_and_the_number(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!--=theorem1:responses-->4095<!--/-->")
+    assert ledger.drift(page) == [f"{page}: theorem1:responses says '4095', results give '4096'"]
 
 
 def test_every_canonical_run_is_cited_committed_and_fresh():
@@ -75,5 +89,8 @@ def test_figures_are_drawn_from_results_byte_for_byte(name, tmp_path):
 
 
 def test_no_document_points_outside_the_repository():
+    """docs/ pages reach the figures as ../figures/x.png; no path may climb above the repository."""
     for doc in [*ledger.DOCUMENTS, *ROOT.glob("docs/*.md")]:
-        assert "../" not in doc.read_text(), f"{doc.name} refers to a path outside the repository"
+        for path in re.findall(r"(?:\.\./)+[^\s)`'\"<>|]*", doc.read_text()):
+            assert (doc.parent / path).resolve().is_relative_to(ROOT), \
+                f"{doc.relative_to(ROOT)} refers to {path}, outside the repository"
