@@ -9,7 +9,9 @@ unembedding only with the tied input embedding held (Assumption 1 holds for both
 blocks for both (the states move); optionally the tied unembedding itself and full
 fine-tuning. The EX-GRM of the official appendix (p(Yes) after "Question: x Answer: y
 Verification: Is the answer correct (Yes/No)?", trained by the verdicts' log-likelihood) trains
-its unembedding on the same pairs, with the same optimiser. Prompts: the toolkit's persona statements (sims.statements) chat-templated, or the
+on the same pairs with the same optimiser when --models names it (grm/unembedding, grm/top_k:K,
+grm/full): its verification turns about double the tokens whose states are computed, which
+the default run's budget leaves out. Prompts: the toolkit's persona statements (sims.statements) chat-templated, or the
 `question` of an Anthropic persona JSONL; split by the official procedure (seed 875, 80 train /
 40 test, four randint draws per example). Evaluated on the train pairs, test prompts, the 2 x 2
 paraphrased answers on train and test prompts, and a domain shift (factual yes-questions, the
@@ -66,7 +68,7 @@ def _specs_ok(v):
 class Config:
     seed: int = field(0, "first seed; seeds seed .. seed+n_seeds-1 set the engine's shuffle", SEED)
     n_seeds: int = field(3, "seeds (mean +- std reported)", POSITIVE)
-    models: str = field("ex/head,im/unembedding,grm/unembedding,ex/top_k:1,im/top_k:1",
+    models: str = field("ex/head,im/unembedding,ex/top_k:1,im/top_k:1",
                         "comma-separated KIND/VARIANT: ex/head, im|grm/unembedding (= :hold, the tied input embedding "
                         "held), im|grm/unembedding:train (the tied matrix; ~60-160 s/epoch here), ex|im|grm/top_k:K, "
                         "ex|im|grm/full (grm: the EX-GRM)", _specs_ok,
