@@ -15,7 +15,7 @@ from figures.persona import accuracy_panel, split_legend
 SPLITS = ("train", "test", "para_train", "para_test", "domain_shift")
 LABELS = {"train": "train pairs", "test": "test prompts", "para_train": "paraphrased, train prompts",
           "para_test": "paraphrased, test prompts", "domain_shift": "domain shift (factual)"}
-KINDS = {"ex": "EX-RM", "im": "IM-RM"}
+KINDS = {"ex": "EX-RM", "im": "IM-RM", "grm": "EX-GRM"}
 
 
 def model_name(spec: str) -> str:
@@ -43,7 +43,7 @@ def draw(results: dict, stem: Path) -> None:
         ax = axes[0, col]
         hist = [r["models"][spec]["history"] for r in per_seed]
         acc = {s: [[h[s]["accuracy"] for h in hs] for hs in hist] for s in SPLITS}
-        accuracy_panel(ax, [h["epoch"] for h in hist[0]], acc, results["paper"].get(spec[:2], {}))
+        accuracy_panel(ax, [h["epoch"] for h in hist[0]], acc, results["paper"].get(spec.partition("/")[0], {}))
         s = results["settings"][spec]
         ax.set_title(f"{model_name(spec)}\nAdam lr {s['lr']:g}, {_count(s['epochs'], 'epoch')}", fontsize=9)
         ax.set_ylabel("accuracy (ties 1/2)")

@@ -6,18 +6,24 @@ on the same pairs, loss and optimiser, with the parameters that train chosen alo
     AutoModelForSequenceClassification's `score`. u = 0 at initialisation, so r_EX = 0 there, as r_IM.
   * IM-RM: r(x,y) = beta (sum over response tokens of ln pi_theta - ln pi_ref), prompt masked,
     pi_ref the starting model (its log-probs computed once, before the first step).
+  * EX-GRM (the official appendix): r(x,y) = pi_theta("Yes" | v(x,y)), the probability of the
+    verdict token after a verification prompt v(x,y) that asks whether y answers x correctly. The
+    caller encodes v(x,y) as the response (the pair's prompt is the common prefix of v(x,y+) and
+    v(x,y-)), so the verdict is predicted from h_last, the state at its last token, and gives
+    TrainConfig.grm_tokens = (Yes, No). Trained by log-likelihood, not Bradley-Terry: the loss is
+    the mean of -ln pi("Yes" | v(x,y+)) and -ln pi("No" | v(x,y-)).
   * loss: mean over pairs of -ln sigmoid(r(x,y+) - r(x,y-)) (Bradley-Terry; for the IM-RM it is
     DPO's sigmoid loss). Adam; mini-batches of pairs shuffled by numpy.random.default_rng(seed).
 
 Variants (which parameters train). Assumption 1 (fixed hidden states) holds for the first two:
   HeadOnly()                EX-RM: u alone. The body is frozen: h_{x,y} is computed once.
-  Unembedding(tied="hold")  IM-RM: lm_head alone (weight, and bias where it has one). With tied
+  Unembedding(tied="hold")  IM-RM and EX-GRM: lm_head alone (weight, and bias where it has one). With tied
                             embeddings "hold" gives lm_head its own copy, so the input embedding
                             keeps its initial value and the states are computed once; "train"
                             trains the tied matrix, so the input embeddings move as in real training
                             (a full forward per step). An untied model is cached either way.
-  TopBlocks(k)              the top k transformer blocks and the final norm; EX-RM: and u. IM-RM:
-                            the unembedding stays frozen (tied or not), so what moves is exactly
+  TopBlocks(k)              the top k transformer blocks and the final norm; EX-RM: and u. IM-RM
+                            and EX-GRM: the unembedding stays frozen (tied or not), so what moves is exactly
                             the blocks, i.e. what dropping Assumption 1 means here. The input of
                             block L-k is computed once; a step runs the top k blocks alone.
   Full()                    every parameter (a tied matrix included); EX-RM: and u.
@@ -40,7 +46,8 @@ import numpy as np
 from sims.cli import RunError, UsageError
 from sims.hf.model import check_head, collate, head_of, run_batches
 
-KINDS = ("ex", "im")
+KINDS = ("ex", "im", "grm")
+NAMES = {"ex": "EX-RMs", "im": "IM-RMs", "grm": "EX-GRMs"}
 # decoder stacks whose forward adds nothing to `inputs_embeds` (no embedding scale): the
 # cached input of a block can be fed back as inputs_embeds of a model holding the top blocks
 PARTIAL_FORWARD_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -55,9 +62,9 @@ class HeadOnly:
 
 @dataclass(frozen=True)
 class Unembedding:
-    """IM-RM: only the unembedding trains (Assumption 1 when the input embedding is held)."""
+    """IM-RM and EX-GRM: only the unembedding trains (Assumption 1 when the input embedding is held)."""
     name: ClassVar[str] = "unembedding"
-    kinds: ClassVar[tuple[str, ...]] = ("im",)
+    kinds: ClassVar[tuple[str, ...]] = ("im", "grm")
     tied: str = "hold"      # tied embeddings: "hold" the input copy fixed, or "train" the tied matrix
 
     def __post_init__(self):
@@ -67,9 +74,9 @@ class Unembedding:
 
 @dataclass(frozen=True)
 class TopBlocks:
-    """The top k blocks and the final norm train (EX-RM: and u; IM-RM: the unembedding frozen)."""
+    """The top k blocks and the final norm train (EX-RM: and u; IM-RM, EX-GRM: the unembedding frozen)."""
     name: ClassVar[str] = "top_k"
-    kinds: ClassVar[tuple[str, ...]] = ("ex", "im")
+    kinds: ClassVar[tuple[str, ...]] = ("ex", "im", "grm")
     k: int = 1
 
     def __post_init__(self):
@@ -81,7 +88,7 @@ class TopBlocks:
 class Full:
     """Every parameter trains."""
     name: ClassVar[str] = "full"
-    kinds: ClassVar[tuple[str, ...]] = ("ex", "im")
+    kinds: ClassVar[tuple[str, ...]] = ("ex", "im", "grm")
 
 
 def variant_of(spec: str):
@@ -115,6 +122,7 @@ class TrainConfig:
     checkpoints: tuple[int, ...] | None = None  # evaluation points in `unit`s, 0 = initialisation; None: start and end
     unit: str = "epoch"                        # "epoch" or "step" (Adam steps)
     eval_batch_size: int = 16                  # sequences per forward when caching and evaluating
+    grm_tokens: tuple[int, int] | None = None  # EX-GRM: the token ids of the verdicts (Yes, No)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "micro_batch_size", "eval_batch_size"):
@@ -124,19 +132,23 @@ class TrainConfig:
             raise UsageError(f"TrainConfig: lr and beta must be positive (got lr={self.lr}, beta={self.beta})")
         if self.unit not in ("epoch", "step"):
             raise UsageError(f"TrainConfig.unit: 'epoch' or 'step', got {self.unit!r}")
+        if self.grm_tokens is not None and (len(self.grm_tokens) != 2 or len(set(self.grm_tokens)) != 2):
+            raise UsageError(f"TrainConfig.grm_tokens: two different token ids (Yes, No), got {self.grm_tokens!r}")
 
 
 @dataclass
 class RewardModel:
-    """What a checkpoint callback sees: the current model (the IM-RM's policy, or the EX-RM's
-    body), u (the EX-RM's head, a detached view of the trained tensor; None for the IM-RM), beta,
-    and the reference model (the caller's own, unchanged)."""
+    """What a checkpoint callback sees: the current model (the IM-RM's policy, the EX-GRM's
+    verifier, or the EX-RM's body), u (the EX-RM's head, a detached view of the trained tensor;
+    None otherwise), beta, the reference model (the caller's own, unchanged) and the EX-GRM's
+    verdict tokens."""
     kind: str
     model: object
     u: object
     beta: float
     ref: object
     pad_id: int
+    grm_tokens: tuple[int, int] | None = None
 
     def rewards(self, encoded, *, batch_size: int = 8):
         """(r(x,y+), r(x,y-)) (N,) each, for encoded pairs, by plain forwards of the model (and
@@ -145,9 +157,12 @@ class RewardModel:
         out = []
         for i in (1, 2):
             seqs = [(p[0], p[i]) for p in encoded]
-            r = run_batches(self.model, seqs, batch_size=batch_size, pad_id=self.pad_id, states=self.kind == "ex")
+            r = run_batches(self.model, seqs, batch_size=batch_size, pad_id=self.pad_id, states=self.kind != "im")
             if self.kind == "ex":
                 out.append((r["h_last"] @ self.u).double())
+            elif self.kind == "grm":
+                z = head_of(self.model).logits(r["h_last"]).double()
+                out.append(torch.softmax(z, -1)[:, self.grm_tokens[0]])
             else:
                 ref = run_batches(self.ref, seqs, batch_size=batch_size, pad_id=self.pad_id, states=False)
                 out.append(self.beta * (r["logp"].double().sum(-1) - ref["logp"].double().sum(-1)))
@@ -273,10 +288,11 @@ def _prepare(model, kind, variant, seqs, pad_id, batch_size):
     """(the model that trains, its body, the parameters that train, the head that reads it)."""
     import torch
     if kind not in KINDS:
-        raise UsageError(f"kind: 'ex' (explicit reward model) or 'im' (implicit), got {kind!r}")
+        raise UsageError(f"kind: 'ex' (explicit reward model), 'im' (implicit) or 'grm' (generative verifier), "
+                         f"got {kind!r}")
     if kind not in variant.kinds:
-        raise UsageError(f"the {variant.name} variant trains {' or '.join(k.upper() + '-RMs' for k in variant.kinds)}, "
-                         f"not {kind.upper()}-RMs")
+        raise UsageError(f"the {variant.name} variant trains {' or '.join(NAMES[k] for k in variant.kinds)}, "
+                         f"not {NAMES[kind]}")
     if isinstance(variant, HeadOnly):
         return model, _Cached(model, seqs, pad_id, batch_size), [], head_of(model)
     work = copy_model(model)
@@ -302,12 +318,23 @@ def _prepare(model, kind, variant, seqs, pad_id, batch_size):
     return work, body, params, head
 
 
-def _rewards(kind, states, u, head, beta, ref, idx):
-    """r (B,) for the sequences idx, and the scale of its rounding (for tie decisions)."""
+def _verdict_log_probs(h_last, head, tokens):
+    """EX-GRM: (ln pi(Yes), ln pi(No)) (B, 2) predicted at the verification prompt's last token."""
+    import torch
+    z = head.logits(h_last)
+    return torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), -1)[:, list(tokens)]
+
+
+def _rewards(kind, states, u, head, beta, ref, idx, grm_tokens=None):
+    """r (B,) for the sequences idx, and the scale of its rounding (for tie decisions); the
+    EX-GRM's scale is its r, p(Yes), itself (its rounding is relative)."""
     import torch
     h, h_last, y, mask = states
     if kind == "ex":
         return h_last @ u, h_last.abs() @ u.abs()
+    if kind == "grm":
+        p = _verdict_log_probs(h_last, head, grm_tokens)[:, 0].exp()
+        return p, p
     z = head.logits(h)
     lp = torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), -1).gather(-1, y[..., None])[..., 0]
     lp = lp * mask
@@ -316,7 +343,8 @@ def _rewards(kind, states, u, head, beta, ref, idx):
 
 def train(model, kind: str, variant, pairs, *, pad_id: int, config: TrainConfig = TrainConfig(),
           evals: dict | None = None, callback=None) -> dict:
-    """Train an EX-RM (kind="ex") or an IM-RM (kind="im") from `model` on encoded pairs
+    """Train an EX-RM (kind="ex"), an IM-RM (kind="im") or an EX-GRM (kind="grm", whose responses
+    are verification prompts, see the module docstring) from `model` on encoded pairs
     [(prompt_ids, chosen_ids, rejected_ids)] (sims.hf.pairs.encode_pairs), training what
     `variant` says, and evaluate at config.checkpoints on every named set of encoded pairs in
     `evals`: the rewards of chosen and rejected, accuracy (ties count 1/2; theory.rewards.accuracy),
@@ -330,6 +358,8 @@ def train(model, kind: str, variant, pairs, *, pad_id: int, config: TrainConfig 
     cfg, evals = config, dict(evals or {})
     if not pairs:
         raise UsageError("train: no training pairs")
+    if (kind == "grm") != (cfg.grm_tokens is not None):
+        raise UsageError("TrainConfig.grm_tokens: the EX-GRM needs its verdict tokens (Yes, No), and only it")
     N = len(pairs)
     steps_per_epoch = math.ceil(N / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -360,39 +390,55 @@ def train(model, kind: str, variant, pairs, *, pad_id: int, config: TrainConfig 
         params = params + [u]
 
     def all_rewards(lo, hi, ref, beta=cfg.beta):
-        out = [[], []]
+        out = [[], [], []]
         with torch.no_grad():
             for s in range(lo, hi, cfg.eval_batch_size):
                 idx = torch.arange(s, min(s + cfg.eval_batch_size, hi))
-                r, scale = _rewards(kind, body.states(idx), u, head, beta, ref, idx.to(device))
+                states = body.states(idx)
+                r, scale = _rewards(kind, states, u, head, beta, ref, idx.to(device), cfg.grm_tokens)
                 out[0].append(r.double().cpu())
                 out[1].append(scale.double().cpu())
-        return torch.cat(out[0]), torch.cat(out[1])
+                if kind == "grm":       # ln p(No), for the verdict log-likelihood the EX-GRM trains on
+                    out[2].append(_verdict_log_probs(states[1], head, cfg.grm_tokens)[:, 1].double().cpu())
+        return torch.cat(out[0]), torch.cat(out[1]), (torch.cat(out[2]) if out[2] else None)
+
+    def loss_of(idx, n_pairs):
+        """The mini-batch's share of the loss: chosen rows first, then rejected."""
+        states = body.states(idx)
+        if kind == "grm":     # log-likelihood of the verdicts: Yes for the chosen, No for the rejected
+            lp = _verdict_log_probs(states[1], head, cfg.grm_tokens)
+            c, r = lp.chunk(2)
+            return -(c[:, 0].sum() + r[:, 1].sum()) / (2 * n_pairs)
+        r, _ = _rewards(kind, states, u, head, cfg.beta, ref, idx.to(device))
+        rp, rn = r.chunk(2)
+        return -torch.nn.functional.logsigmoid(rp - rn).sum() / n_pairs
 
     ref = None
     if kind == "im":   # pi_ref = the starting model, its log-probs once (the same code as the policy's)
         zero = {"sum": torch.zeros(len(seqs), device=device), "abs": torch.zeros(len(seqs), device=device)}
         # batched as each evaluation will be, so that r = 0 exactly at initialisation
         regions = [(0, 2 * N)] + [(lo, lo + 2 * n) for lo, n in where.values()]
-        s, a = (torch.cat(t) for t in zip(*(all_rewards(lo, hi, zero, beta=1.0) for lo, hi in regions)))
+        s, a = (torch.cat(t) for t in zip(*(all_rewards(lo, hi, zero, beta=1.0)[:2] for lo, hi in regions)))
         lp_dtype = torch.promote_types(dtype, torch.float32)              # log-probs' dtype (exact round trip)
         ref = {"sum": s.to(device, lp_dtype), "abs": a.to(device, lp_dtype)}
 
-    rm = RewardModel(kind, work, None, cfg.beta, model, pad_id)
+    rm = RewardModel(kind, work, None, cfg.beta, model, pad_id, cfg.grm_tokens)
     history = {"kind": kind, "variant": describe(variant), "config": asdict(cfg), "n_train": N,
                "steps_per_epoch": steps_per_epoch, "loss": [], "checkpoints": []}
 
     def checkpoint(step):
         record = {"step": step, "epoch": step / steps_per_epoch, "evals": {}}
         for name, (lo, n) in where.items():
-            r, scale = all_rewards(lo, lo + 2 * n, ref)
+            r, scale, ln_no = all_rewards(lo, lo + 2 * n, ref)
             rp, rn = r[:n], r[n:]
             acc, tie = accuracy(rp - rn, scale[:n] + scale[n:], "half")
+            # the loss each kind trains on: Bradley-Terry, or the EX-GRM's verdict log-likelihood
+            loss = (-(rp.log() + ln_no[n:]).mean() / 2 if kind == "grm"
+                    else -torch.nn.functional.logsigmoid(rp - rn).mean())
             record["evals"][name] = {
                 "accuracy": float(acc), "tie_fraction": float(tie),
                 "normalised_margin": float(normalised_margin(rp, rn)) if n > 1 else None,
-                "mean_margin": float((rp - rn).mean()),
-                "loss": float(-torch.nn.functional.logsigmoid(rp - rn).mean()),
+                "mean_margin": float((rp - rn).mean()), "loss": float(loss),
                 "chosen": rp.tolist(), "rejected": rn.tolist()}
         if callback is not None:
             rm.u = u.detach() if u is not None else None
@@ -414,9 +460,7 @@ def train(model, kind: str, variant, pairs, *, pad_id: int, config: TrainConfig 
             for m in range(0, len(batch), cfg.micro_batch_size):
                 mb = torch.as_tensor(batch[m:m + cfg.micro_batch_size])
                 idx = torch.cat([mb, mb + N])                     # chosen, then rejected
-                r, _ = _rewards(kind, body.states(idx), u, head, cfg.beta, ref, idx.to(device))
-                rp, rn = r.chunk(2)
-                loss = -torch.nn.functional.logsigmoid(rp - rn).sum() / len(batch)
+                loss = loss_of(idx, len(batch))
                 loss.backward()
                 loss_sum += float(loss.detach())
             opt.step()

@@ -7,7 +7,11 @@ pi_ref the frozen start) train from the same model on the same 80 pairs, loss an
 (sims.hf.train), with the trained parameters chosen along Assumption 1: EX-RM head only, IM-RM
 unembedding only with the tied input embedding held (Assumption 1 holds for both); the top k
 blocks for both (the states move); optionally the tied unembedding itself and full
-fine-tuning. Prompts: the toolkit's persona statements (sims.statements) chat-templated, or the
+fine-tuning. The EX-GRM of the official appendix (p(Yes) after "Question: x Answer: y
+Verification: Is the answer correct (Yes/No)?", trained by the verdicts' log-likelihood) trains
+on the same pairs with the same optimiser when --models names it (grm/unembedding, grm/top_k:K,
+grm/full): its verification turns about double the tokens whose states are computed, which
+the default run's budget leaves out. Prompts: the toolkit's persona statements (sims.statements) chat-templated, or the
 `question` of an Anthropic persona JSONL; split by the official procedure (seed 875, 80 train /
 40 test, four randint draws per example). Evaluated on the train pairs, test prompts, the 2 x 2
 paraphrased answers on train and test prompts, and a domain shift (factual yes-questions, the
@@ -37,10 +41,12 @@ import numpy as np
 from sims import cli
 from sims.cli import UsageError, field
 from sims.inputs import POSITIVE, POSITIVE_FINITE, SEED, SEED_LIMIT
-from sims.persona_real.data import SPLITS, paraphrase_combos
+from sims.persona_real.data import SPLITS, paraphrase_combos, verdict_tokens
 
 PAPER = {"ex": {"train": 1.0, "test": 1.0, "para_train": 1.0, "para_test": 1.0, "domain_shift": 0.621},
          "im": {"train": 1.0, "test": 1.0, "para_train": 0.022, "para_test": 0.019, "domain_shift": 0.720},
+         # the paper's Persona table has no EX-GRM row: nothing to set beside it
+         "grm": {"train": None, "test": None, "para_train": None, "para_test": None, "domain_shift": None},
          "note": "train/test/para: Section 5.1 (Persona, 1B LMs). domain_shift: Section 5.2's real-data averages "
                  "over 1B-8B LMs (math, code), not a Persona number: a reference, not a target."}
 METRICS = ("accuracy", "tie_fraction", "normalised_margin")
@@ -51,7 +57,7 @@ def _specs_ok(v):
     try:
         for s in v.split(","):
             kind, _, var = s.partition("/")
-            if kind not in ("ex", "im") or kind not in variant_of(var).kinds:
+            if kind not in ("ex", "im", "grm") or kind not in variant_of(var).kinds:
                 return False
     except UsageError:
         return False
@@ -63,9 +69,10 @@ class Config:
     seed: int = field(0, "first seed; seeds seed .. seed+n_seeds-1 set the engine's shuffle", SEED)
     n_seeds: int = field(3, "seeds (mean +- std reported)", POSITIVE)
     models: str = field("ex/head,im/unembedding,ex/top_k:1,im/top_k:1",
-                        "comma-separated KIND/VARIANT: ex/head, im/unembedding (= :hold, the tied input embedding "
-                        "held), im/unembedding:train (the tied matrix; ~60-160 s/epoch here), ex|im/top_k:K, "
-                        "ex|im/full", _specs_ok, "must be comma-separated ex/VARIANT or im/VARIANT that train that kind")
+                        "comma-separated KIND/VARIANT: ex/head, im|grm/unembedding (= :hold, the tied input embedding "
+                        "held), im|grm/unembedding:train (the tied matrix; ~60-160 s/epoch here), ex|im|grm/top_k:K, "
+                        "ex|im|grm/full (grm: the EX-GRM)", _specs_ok,
+                        "must be comma-separated ex/VARIANT, im/VARIANT or grm/VARIANT that train that kind")
     full: bool = field(False, "also train ex/full and im/full (every parameter: ~300 s per epoch of 80 pairs on "
                        "this machine under load, per model and seed)")
     lr_head: float = field(1e-3, "Adam lr, EX-RM head (u from 0; training accuracy 1.0 by epoch 10, last-batch loss 0.002 at 20)",
@@ -174,11 +181,15 @@ def run(config: Config, log=print) -> dict:
                  n_shift=config.n_shift, n_synonym_prompts=config.n_synonym_prompts)
     enc = data["enc"]
     specs = config.specs()
+    grm = any(s.startswith("grm/") for s in specs)
+    verdicts = verdict_tokens(tok) if grm else None
     settings = {s: config.settings(s) for s in specs}
     ks = {st["variant"].k for st in settings.values() if isinstance(st["variant"], TopBlocks)}
     seqs = [(p, c) for p, c, _ in enc["train"]] + [(p, r) for p, _, r in enc["train"]]
     for name in SPLITS:
         seqs += [(p, c) for p, c, _ in enc[name]] + [(p, r) for p, _, r in enc[name]]
+        if grm:
+            seqs += [(p, c) for p, c, _ in data["enc_grm"][name]] + [(p, r) for p, _, r in data["enc_grm"][name]]
     seqs += data["synonym"]
     log(f"{clock()} {config.model}: {data['sizes']} pairs from {data['source']}; start states of "
         f"{len(dict.fromkeys((tuple(p), tuple(r)) for p, r in seqs))} sequences, each prompt once")
@@ -225,9 +236,12 @@ def run(config: Config, log=print) -> dict:
             k = v.k if isinstance(v, TopBlocks) else None
             E = st["epochs"]
             cfg = TrainConfig(lr=st["lr"], epochs=E, batch_size=config.batch, micro_batch_size=config.micro_batch,
-                              beta=config.beta, seed=seed, checkpoints=tuple(sorted({0, E // 2, E})))
+                              beta=config.beta, seed=seed, checkpoints=tuple(sorted({0, E // 2, E})),
+                              grm_tokens=verdicts if kind == "grm" else None)
+            pairs = data["enc_grm"] if kind == "grm" else enc
             probes, prev = [], {}
-            explain_this = seed == seeds[0] and (k is not None or v.name in ("head", "unembedding"))
+            # Eq. 5 and the EX-RM formula explain the Bradley-Terry reward models; the EX-GRM is only measured
+            explain_this = seed == seeds[0] and kind != "grm" and (k is not None or v.name in ("head", "unembedding"))
 
             def callback(record, rm, kind=kind, k=k, E=E, probes=probes, prev=prev, spec=spec, v=v,
                          explain_this=explain_this):
@@ -256,8 +270,8 @@ def run(config: Config, log=print) -> dict:
 
             t1 = time.perf_counter()
             with engine_uses(shared):
-                hist = train(model, kind, v, enc["train"], pad_id=pad, config=cfg,
-                             evals={n: enc[n] for n in SPLITS}, callback=callback)
+                hist = train(model, kind, v, pairs["train"], pad_id=pad, config=cfg,
+                             evals={n: pairs[n] for n in SPLITS}, callback=callback)
             history = [{"epoch": c["epoch"], **{n: _combine(n, c["evals"][n]) for n in SPLITS}}
                        for c in hist["checkpoints"]]
             models[spec] = {"history": history, "loss": hist["loss"]}
@@ -286,11 +300,15 @@ def run(config: Config, log=print) -> dict:
                              "epochs": st["epochs"], "batch": config.batch, "beta": config.beta, "optimiser": "Adam"}
                          for s, st in settings.items()},
             "data": {"source": data["source"], "sizes": data["sizes"], "examples": data["examples"],
-                     "model": config.model},
+                     "model": config.model, **({"grm_example": data["grm_example"], "grm_verdict_tokens": verdicts}
+                                               if grm else {})},
             "conventions": {"ties": "a tie counts 1/2 (theory.rewards.accuracy; paraphrases: dtype tolerance on "
                                     "|r+| + |r-|)",
                             "paraphrase_accuracy": "pooled over the 2 x 2 (yes-like, no-like) combinations",
-                            "init": "the reward models at initialisation: r = 0 (u = 0; pi = pi_ref), every pair a tie",
+                            "init": "the reward models at initialisation: r = 0 (u = 0; pi = pi_ref), every pair a "
+                                    "tie; the EX-GRM's r = p(Yes) of the start model, its own verdicts",
+                            "grm": "EX-GRM reward p(Yes | verification turn); loss: mean of -ln p(Yes) (chosen) and "
+                                   "-ln p(No) (rejected)",
                             "start": "the start model's own preference ln pi_0(y+|x) - ln pi_0(y-|x)",
                             "explanation": "first seed only; probe: paraphrases of the first n_probe_prompts train "
                                            "prompts, one full-batch GD step (float32) on the variant's own parameters"},
@@ -320,9 +338,12 @@ def checks_for(summary, specs) -> list:
         checks.append({"claim": claim, "predicted": predicted, "measured": measured, "passed": passed})
 
     for spec in specs:
-        kind = spec[:2]
+        kind = spec.partition("/")[0]
         add(f"{spec} fits its training pairs", "> 0.9", acc(spec, "train"), acc(spec, "train") > 0.9)
-        if kind == "ex":
+        if kind == "grm":    # no paper number to hold it to (the paper's Persona table has no EX-GRM)
+            add(f"{spec} (EX-GRM) on paraphrased answers, train / test prompts", "(measured)",
+                [acc(spec, "para_train"), acc(spec, "para_test")], None)
+        elif kind == "ex":
             pt, pe = acc(spec, "para_train"), acc(spec, "para_test")
             add(f"{spec} generalises to paraphrased answers (paper: 1.00 / 1.00)", "> 0.9 on both", [pt, pe],
                 pt > 0.9 and pe > 0.9)
@@ -373,8 +394,9 @@ def _print_table(table, start, log):
     for spec, row in table.items():
         for n in SPLITS:
             a, m = row[n]["accuracy"], row[n]["normalised_margin"]
+            paper = PAPER[spec.partition("/")[0]][n]
             log(f"  {spec:18} {n:13} {start[n]['accuracy']:6.3f} {a['init']:6.3f} {a['mean']:7.3f} +- {a['std']:.3f} "
-                f"{PAPER[spec[:2]][n]:6.3f}   {m['mean']:.3f} +- {m['std']:.3f}")
+                f"{'-' if paper is None else format(paper, '.3f'):>6}   {m['mean']:.3f} +- {m['std']:.3f}")
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,10 @@ paraphrased and domain-shift evaluations, tokenised as the engine trains on them
     responses once each; `paraphrase_combos` forms the four combinations from their rewards.
   * domain_shift: the FACTUAL questions of sims.statements (true answer yes; another domain of
     prompts), with the original answer format, drawn by the same official procedure.
+  * grm: the same pairs for the EX-GRM (the official appendix): each response becomes the user
+    turn "Question: x Answer: y Verification: Is the answer correct (Yes/No)?" (VERIFY of
+    sims.persona_data), chat-templated up to the assistant's generation prompt, where the
+    verdict token follows; encoded with the pair's prompt = the common text up to "Answer:".
 """
 from __future__ import annotations
 
@@ -49,6 +53,27 @@ def paraphrase_combos(n_prompts: int):
     return ic, ir
 
 
+def verdict_tokens(tokenizer) -> tuple[int, int]:
+    """The ids of the EX-GRM's verdicts "Yes" and "No" as the assistant's first token."""
+    from sims.cli import UsageError
+    ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in ("Yes", "No")]
+    if any(len(i) != 1 for i in ids) or ids[0] == ids[1]:
+        raise UsageError(f"the EX-GRM reads p(Yes) of one verdict token; this tokenizer splits 'Yes' / 'No' into "
+                         f"{ids[0]} / {ids[1]}: leave grm/ out of --models")
+    return ids[0][0], ids[1][0]
+
+
+def grm_pairs(tokenizer, questions: list[str], pairs: list[dict]) -> list[dict]:
+    """The EX-GRM's text pairs: pair i's responses as verification turns about questions[i]."""
+    out = []
+    for q, p in zip(questions, pairs):
+        c, r = chat_prompts(tokenizer, [pdata.VERIFY.format(q=q, a=p["chosen"]), pdata.VERIFY.format(q=q, a=p["rejected"])])
+        cut = c.index(" Answer:") + len(" Answer:")          # the text both verification turns share
+        assert c[:cut] == r[:cut]
+        out.append({"prompt": c[:cut], "chosen": c[cut:], "rejected": r[cut:]})
+    return out
+
+
 def build(tokenizer, *, persona_jsonl: str | None, n_train: int, n_test: int, n_shift: int,
           n_synonym_prompts: int) -> dict:
     """Text pairs and encoded pairs of every split, the synonym sequences, and examples."""
@@ -75,13 +100,19 @@ def build(tokenizer, *, persona_jsonl: str | None, n_train: int, n_test: int, n_
     text["para_test"] = paraphrase_pairs([p["prompt"] for p in text["test"]])
     enc = {k: encode_pairs(tokenizer, [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]}
                                        for p in v], eos=False) for k, v in text.items()}
+    asked = {name: [p["question"] for p in text[name]] for name in ("train", "test", "domain_shift")}
+    asked["para_train"] = [q for q in asked["train"] for _ in range(2)]     # two pairs per prompt
+    asked["para_test"] = [q for q in asked["test"] for _ in range(2)]
+    grm_text = {k: grm_pairs(tokenizer, asked[k], v) for k, v in text.items()}
+    enc_grm = {k: encode_pairs(tokenizer, v, eos=False) for k, v in grm_text.items()}
     # synonym states: the same prompt and prefix, each of the 8 answer words (Footnote 3's question)
     syn_prompts = [p["prompt"] for p in text["test"][:n_synonym_prompts]]
     syn = encode_pairs(tokenizer, [{"prompt": p, "chosen": pdata.YES_PREFIXES[0] + w,
                                     "rejected": pdata.YES_PREFIXES[0] + w} for p in syn_prompts for w in WORDS],
                        eos=False)
     word_tokens = {w: tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in WORDS}
-    return {"text": text, "enc": enc, "synonym": [(p, c) for p, c, _ in syn], "n_synonym_prompts": len(syn_prompts),
+    return {"text": text, "enc": enc, "enc_grm": enc_grm, "grm_example": grm_text["train"][0],
+            "synonym": [(p, c) for p, c, _ in syn], "n_synonym_prompts": len(syn_prompts),
             "word_tokens": word_tokens, "source": persona_jsonl or "sims.statements",
             "sizes": {k: len(v) for k, v in text.items()},
             "examples": {k: {kk: v[0][kk] for kk in ("question", "chosen", "rejected") if kk in v[0]}

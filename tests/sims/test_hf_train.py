@@ -279,3 +279,77 @@ def test_usage_errors(tok):
     assert tr.variant_of("top_k:2") == tr.TopBlocks(2) and tr.variant_of("unembedding") == tr.Unembedding("hold")
     with pytest.raises(UsageError, match="variant"):
         tr.variant_of("top_k")
+
+
+def _plain_grm_steps(model, names, enc, *, lr, steps, yes_no, untie):
+    """Adam on the named parameters with the EX-GRM's loss, the mean of -ln p(Yes | v(x,y+)) and
+    -ln p(No | v(x,y-)), each read from the model's own unpadded forward of prompt + response."""
+    work = tr.copy_model(model)
+    if untie:
+        work.lm_head.weight = torch.nn.Parameter(work.lm_head.weight.detach().clone())
+    for p in work.parameters():
+        p.requires_grad_(False)
+    named = dict(work.named_parameters())
+    params = [named[n].requires_grad_(True) for n in names]
+    opt = torch.optim.Adam(params, lr=lr)
+
+    def verdicts(p, y):
+        return torch.log_softmax(work(torch.tensor([p + y])).logits[0, -1], -1)[list(yes_no)]
+
+    states = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = -torch.stack([verdicts(p, c)[0] + verdicts(p, r)[1] for p, c, r in enc]).sum() / (2 * len(enc))
+        loss.backward()
+        opt.step()
+        states.append({n: named[n].detach().clone() for n in names})
+    return states
+
+
+@pytest.mark.parametrize("variant,names,untie", [
+    (tr.Unembedding("hold"), ["lm_head.weight"], True),
+    (tr.TopBlocks(1), ["model.layers.1.", "model.norm."], False),
+])
+def test_ex_grm_takes_the_plain_steps_and_reads_p_yes(variant, names, untie, tok):
+    """The EX-GRM (official appendix): trained by the verdicts' log-likelihood, its reward is
+    p(Yes) at the response's last token. The engine's cached and partial-forward steps equal
+    plain Adam steps on whole-model forwards; its checkpoint rewards equal p(Yes) from plain
+    forwards of the trained model (RewardModel.rewards)."""
+    m = llama()
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
+    names = ["lm_head.weight"] if untie else [n for n, _ in m.named_parameters()
+                                               if any(n.startswith(k) for k in names)]
+    yes_no, lr, steps = (5, 6), 1e-2, 3
+    got = {}
+
+    def callback(record, rm):
+        last_model(got)(record, rm)
+        got["plain"] = rm.rewards(enc)
+
+    cfg = tr.TrainConfig(lr=lr, epochs=steps, batch_size=len(enc), micro_batch_size=3, checkpoints=(0, 1, 2, 3),
+                         grm_tokens=yes_no)
+    h = tr.train(m, "grm", variant, enc, pad_id=0, config=cfg, evals={"train": enc}, callback=callback)
+    plain = _plain_grm_steps(m, names, enc, lr=lr, steps=steps, yes_no=yes_no, untie=untie)
+    for step, params in enumerate(plain, 1):
+        for n in names:
+            torch.testing.assert_close(got["params"][step][n], params[n], rtol=0, atol=lr * 1e-8)
+    last = h["checkpoints"][-1]["evals"]["train"]
+    torch.testing.assert_close(torch.tensor(last["chosen"], dtype=torch.float64), got["plain"][0], rtol=1e-10, atol=0)
+    torch.testing.assert_close(torch.tensor(last["rejected"], dtype=torch.float64), got["plain"][1], rtol=1e-10, atol=0)
+    assert all(0 < r < 1 for r in last["chosen"] + last["rejected"])
+    first = h["checkpoints"][0]["evals"]["train"]
+    assert last["loss"] < first["loss"]                       # the verdicts' log-likelihood improves
+    # (p(Yes) of a rejected response may rise too: "No" takes its mass from every other token)
+    assert last["mean_margin"] > first["mean_margin"]
+
+
+def test_ex_grm_needs_its_verdict_tokens(tok):
+    enc = hf.encode_pairs(tok, T.PAIRS, eos=True)
+    with pytest.raises(UsageError, match="grm_tokens"):
+        tr.train(llama(), "grm", tr.Unembedding(), enc, pad_id=0)
+    with pytest.raises(UsageError, match="grm_tokens"):
+        tr.train(llama(), "im", tr.Unembedding(), enc, pad_id=0, config=tr.TrainConfig(grm_tokens=(5, 6)))
+    with pytest.raises(UsageError, match="two different"):
+        tr.TrainConfig(grm_tokens=(5, 5))
+    with pytest.raises(UsageError, match="EX-GRMs"):
+        tr.train(llama(), "grm", tr.HeadOnly(), enc, pad_id=0, config=tr.TrainConfig(grm_tokens=(5, 6)))

@@ -23,18 +23,24 @@ TINY = ["--n-seeds", "1", "--n-train", "3", "--n-test", "2", "--n-shift", "2", "
 
 
 def test_tiny_run_checks_and_determinism(tmp_path):
-    args = [*TINY, "--models", "ex/head,im/unembedding,im/top_k:1"]
+    args = [*TINY, "--models", "ex/head,im/unembedding,im/top_k:1,grm/unembedding"]
     code = persona_real.main([*args, "--out", str(tmp_path / "a")])
     r = json.loads((tmp_path / "a/results.json").read_text())
     assert code == (1 if any(c["passed"] is False for c in r["checks"]) else 0)
     claims = [c["claim"] for c in r["checks"]]
     assert any("below chance on paraphrased" in c for c in claims) and any("Eq. 5 predicts" in c for c in claims)
     t = r["summary"]["table"]
-    assert set(t) == {"ex/head", "im/unembedding", "im/top_k:1"}
+    assert set(t) == {"ex/head", "im/unembedding", "im/top_k:1", "grm/unembedding"}
     for spec in t:
         for split in ("train", "test", "para_train", "para_test", "domain_shift"):
             a = t[spec][split]["accuracy"]
-            assert a["init"] == 0.5 and 0 <= a["mean"] <= 1            # r = 0 at initialisation: all ties
+            assert 0 <= a["mean"] <= 1
+            if spec != "grm/unembedding":
+                assert a["init"] == 0.5                                # r = 0 at initialisation: all ties
+    # the EX-GRM starts from the start model's own verdicts, p(Yes) of its verification turns
+    assert r["data"]["grm_example"]["prompt"].rstrip().endswith("Answer:")
+    assert "Verification: Is the answer correct (Yes/No)?" in r["data"]["grm_example"]["chosen"]
+    assert any("EX-GRM" in c for c in claims) and "grm/unembedding" not in r["explanation"]["probe"]
     assert r["data"]["sizes"] == {"train": 3, "test": 2, "domain_shift": 2, "para_train": 6, "para_test": 4}
     # Assumption 1 holds for the unembedding (hold): Eq. 5 is the step's first order
     assert all(p["probe"]["correlation"] > 0.99 for p in r["explanation"]["probe"]["im/unembedding"])
