@@ -313,3 +313,13 @@ def divergence(config, name: str, what: str, step: int | None = None) -> Excepti
         return UsageError(f"{what} diverged{at} (NaN or Inf) with {flag(name)} {value:g}; lower {flag(name)} "
                           f"(default {default:g})")
     return RunError(f"{what} diverged{at} (NaN or Inf) at the default {flag(name)} {value:g}; lower {flag(name)}")
+
+
+def check_environment() -> None:
+    """The environment variables the toolkit reads as numbers (RMGAP_THREADS, theory/threads.py),
+    checked before a run: a bad value is the user's input (UsageError naming the variable)."""
+    from theory import threads
+    try:
+        threads.override()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
