@@ -46,7 +46,8 @@ class Config:
     batch: int = field(4, "training pairs in the mini-batch", POSITIVE)
     n_eval: int = field(200, "evaluation sequences (part 1)", POSITIVE)
     beta: float = field(0.5, "IM-RM beta (beta^2 scales the step: outside [1e-8, 1e8] rounding or "
-                        "overflow swamps Eq. 5)", in_range(1e-8, 1e8))
+                        "overflow swamps Eq. 5; a beta that saturates the loss on the training pairs, "
+                        "about 150 at the default sizes, is refused)", in_range(1e-8, 1e8))
     eta: float = field(0.05, "learning rate of the step", POSITIVE_FINITE)
     synonym_noise: float = field(0.1, "part 2: distance between a token's and its synonym's hidden states",
                                  NONNEGATIVE_FINITE)
