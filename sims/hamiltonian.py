@@ -35,7 +35,7 @@ from scipy import stats
 
 from sims import cli
 from sims.cli import UsageError, field
-from sims.inputs import POSITIVE, POSITIVE_FINITE, SEED, in_range, one_of
+from sims.inputs import POSITIVE, POSITIVE_FINITE, SEED, divergence, in_range, one_of
 from sims.graphs import all_orders, is_hamiltonian_cycle, planted_graphs, random_non_cycles
 from sims.tiny_lm import TinyLM
 from theory.rewards import TIES, accuracy, bt_loss, implicit_reward
@@ -92,15 +92,21 @@ def fit_reference(model, adj, config, gen):
     """pi_ref: maximum likelihood on uniformly random vertex orders of the training graphs."""
     opt = torch.optim.Adam(model.parameters(), lr=config.ref_lr)
     G = adj.shape[0]
-    for _ in range(config.ref_steps):
+    for step in range(1, config.ref_steps + 1):
         idx = torch.randint(0, G, (config.batch,), generator=gen)
         orders = torch.argsort(torch.rand(config.batch, config.n, generator=gen), dim=1)
         loss = -model.log_prob(adj[idx], orders).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if not (math.isfinite(loss.item()) and _finite(model)):
+            raise divergence(config, "ref_lr", "fitting pi_ref", step)
     model.eval()
     return float(loss.detach())
+
+
+def _finite(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 class Evaluator:
@@ -195,8 +201,9 @@ def train_reward_models(ref, data, ev: Evaluator, config, gen, log):
                 loss.backward()
                 opt.step()
             step += 1
-            if not (math.isfinite(loss_im.item()) and math.isfinite(loss_ex.item())):
-                raise UsageError(f"training diverged at step {step} (loss NaN or Inf); lower --lr")
+            for what, loss, model in (("the IM-RM", loss_im, im), ("the EX-RM", loss_ex, ex)):
+                if not (math.isfinite(loss.item()) and _finite(model)):
+                    raise divergence(config, "lr", what, step)
             if b + 1 in marks:
                 im.eval(), ex.eval()
                 history.append({"step": step, "epoch": epoch + (b + 1) / per_epoch,

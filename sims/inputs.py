@@ -295,3 +295,31 @@ def check_number(name: str, value, check=POSITIVE_FINITE) -> None:
         good = False
     if not good:
         raise UsageError(f"{flag(name)} {message} (got {value!r})")
+
+
+def divergence(config, name: str, what: str, step: int | None = None) -> Exception:
+    """The error to raise when `what` (a training run) became NaN or Inf, naming the flag of the
+    step size that drives it (`name`, a field of the config dataclass).
+
+    The rule (issue 18): a step size is the user's choice, so a divergence at a value the user
+    set away from its default is the user's input (UsageError, exit 2); at the default it is a
+    numerical failure the user did not choose (RunError, exit 3). Either way the line names the
+    flag that diverged, not another training's."""
+    import dataclasses
+    value = getattr(config, name)
+    default = {f.name: f.default for f in dataclasses.fields(config)}[name]
+    at = f" at step {step}" if step is not None else ""
+    if value != default:
+        return UsageError(f"{what} diverged{at} (NaN or Inf) with {flag(name)} {value:g}; lower {flag(name)} "
+                          f"(default {default:g})")
+    return RunError(f"{what} diverged{at} (NaN or Inf) at the default {flag(name)} {value:g}; lower {flag(name)}")
+
+
+def check_environment() -> None:
+    """The environment variables the toolkit reads as numbers (RMGAP_THREADS, theory/threads.py),
+    checked before a run: a bad value is the user's input (UsageError naming the variable)."""
+    from theory import threads
+    try:
+        threads.override()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

@@ -41,7 +41,7 @@ import torch
 from sims import cli
 from sims import persona_data as pdata
 from sims.cli import UsageError, field
-from sims.inputs import POSITIVE, POSITIVE_FINITE, SEED, SEED_LIMIT, in_range, one_of
+from sims.inputs import POSITIVE, POSITIVE_FINITE, SEED, SEED_LIMIT, divergence, in_range, one_of
 from sims.persona_lm import Vocab, WordLM, encode, last_hidden, response_seqs, sequence_log_probs
 from theory.dynamics import delta_r_im, rho_pairs
 from theory.rewards import (NORMALISED_MARGIN_CONVENTION, TIES, accuracy, bt_loss, ex_rm_reward,
@@ -181,12 +181,18 @@ def pretrain(config: Config, vocab, corpus, gen, log) -> tuple[WordLM, float]:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if not (math.isfinite(loss.item()) and _finite(model.parameters())):
+            raise divergence(config, "pretrain_lr", "pretraining", step + 1)
         if (step + 1) % max(1, config.pretrain_steps // 4) == 0:
             log(f"    pretraining step {step + 1}/{config.pretrain_steps}: next-token loss {loss.item():.3f}")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, float(loss.detach())
+
+
+def _finite(params) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
 
 
 @torch.no_grad()
@@ -360,8 +366,8 @@ def train_rm(kind, variant, backbone, data, ref, ref64, config, gen, log) -> dic
     params = trainable(kind, variant, model)
     for p in params:
         p.requires_grad_(True)
-    lr = config.lr if variant == "full" else config.lr_frozen
-    opt = torch.optim.Adam(params, lr=lr)
+    lr_name = "lr" if variant == "full" else "lr_frozen"
+    opt = torch.optim.Adam(params, lr=getattr(config, lr_name))
     tr = data["splits"]["train"]
     n = len(tr.c)
     per_epoch = math.ceil(n / config.batch)
@@ -374,6 +380,8 @@ def train_rm(kind, variant, backbone, data, ref, ref64, config, gen, log) -> dic
         model.eval()
         ev = evaluate(kind, model, data, ref, config.beta, config.ties)
         para_r = ev.pop("_para_rewards")
+        if not all(math.isfinite(v) for split in ev.values() for v in split.values()):
+            raise divergence(config, lr_name, f"the {kind} {variant} reward model", step)   # rewards overflowed
         history.append({"epoch": epoch, **ev})
         if kind == "im_rm":
             if prev is not None:      # actual change over the interval vs the sign Eq. 5 predicted
@@ -392,8 +400,8 @@ def train_rm(kind, variant, backbone, data, ref, ref64, config, gen, log) -> dic
                 prev = probe["pred"]
         model.train()
 
-    checkpoint(0)
     step = 0
+    checkpoint(0)
     for epoch in range(config.epochs):
         perm = torch.randperm(n, generator=gen)
         for b in range(per_epoch):
@@ -403,8 +411,8 @@ def train_rm(kind, variant, backbone, data, ref, ref64, config, gen, log) -> dic
             loss.backward()
             opt.step()
             step += 1
-            if not math.isfinite(loss.item()):
-                raise cli.RunError(f"{kind} {variant}: training diverged at step {step}; lower --lr")
+            if not (math.isfinite(loss.item()) and _finite(params)):
+                raise divergence(config, lr_name, f"the {kind} {variant} reward model", step)
         if epoch + 1 in marks:
             checkpoint(epoch + 1)
     for t in theory:
@@ -476,6 +484,8 @@ def one_token(backbone, data, config, gen) -> dict:
             opt_ex.zero_grad()
             loss.backward()
             opt_ex.step()
+    if not _finite([U, u]):
+        raise divergence(config, "lr_frozen", "the one-token reward models")
     out = {"prefix": prefix, "unseen_chosen": list(unseen_c), "unseen_rejected": list(unseen_r)}
     with torch.no_grad():
         for split, prompts in split_prompts.items():

@@ -118,10 +118,18 @@ def corpus(n_docs: int, agree_prob: float, verify_frac: float, gen: torch.Genera
     return docs
 
 
-def vocabulary(docs) -> list[str]:
-    """Sorted token list of the corpus, and of every string the experiment evaluates."""
-    extra = [*PREFIXES, *YES_GROUP, *NO_GROUP, VERIFY.format(q="", a="") + " Yes No"]
-    return sorted({t for d in [*docs, *extra] for t in tokenize(d)})
+def vocabulary(docs=()) -> list[str]:
+    """Sorted token list of `docs` and of every string the corpus can hold and the experiment
+    evaluates: all questions on all statements, the prefixes, answer words, continuations and
+    the verification. Built from the word lists, not from the drawn corpus, so a small --n-docs
+    (whose few documents miss some activity or wording) still encodes every preference
+    prompt; a word the corpus happened not to contain keeps its initial embedding. At the
+    default --n-docs the corpus holds every one of these words, so the vocabulary is the same."""
+    statements = [statement(t, a, k, positive) for t in TOPICS for a in range(len(TOPICS[t]))
+                  for k in range(len(POSITIVE)) for positive in (True, False)]
+    texts = [*docs, *(question(s, w) for s in statements for w in range(len(QUESTIONS))), *PREFIXES, *YES_GROUP,
+             *NO_GROUP, *CONTINUATION.values(), VERIFY.format(q="", a="") + " Yes No"]
+    return sorted({t for d in texts for t in tokenize(d)})
 
 
 def preference_prompts(n_train: int, n_test: int, n_shift: int, n_shift_topics: int,

@@ -30,7 +30,7 @@ def load(name: str, *, dtype: str = "float32", device: str = "cpu", gguf_file: s
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}{_not_local(name)}") from None
     if dtype == "float64":
         float64_norms(model)
     return model.to(device).eval()
@@ -42,7 +42,13 @@ def load_tokenizer(name: str, gguf_file: str | None = None, what: str = "--token
     try:
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}{_not_local(name)}") from None
+
+
+def _not_local(name: str) -> str:
+    """What a hub failure should add: that the name is no local folder either (a typo of one)."""
+    from pathlib import Path
+    return "" if Path(name).expanduser().exists() else f" (and there is no local folder {name})"
 
 
 def quiet_transformers() -> None:

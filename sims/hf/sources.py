@@ -89,18 +89,25 @@ def gguf_path(name: str, gguf_file: str | None = None, what: str = "--model") ->
     return None
 
 
-def check_local(name: str, what: str) -> None:
-    """A local path (it starts with /, . or ~, or exists) must be a folder; a hub id has the form
-    org/name; anything else is a typo, named at once rather than after the hub's time-out (a
-    near miss of a short name is suggested). A folder of GGUF files without config.json asks
-    for --gguf-file."""
+def looks_local(name: str) -> bool:
+    """A local path rather than a hub id: it starts with /, . or ~, exists, has more than the
+    one slash of org/name, or its first part is a folder here (models/typo)."""
     p = Path(name).expanduser()
-    if not (name.startswith(("/", ".", "~")) or p.exists()) and "/" not in name:
+    return (name.startswith(("/", ".", "~")) or p.exists() or name.count("/") > 1
+            or ("/" in name and Path(name.split("/")[0]).is_dir()))
+
+
+def check_local(name: str, what: str) -> None:
+    """A local path (looks_local) must be a folder; a hub id has the form org/name; anything
+    else is a typo, named at once rather than after the hub's time-out (a near miss of a short
+    name is suggested). A folder of GGUF files without config.json asks for --gguf-file."""
+    p = Path(name).expanduser()
+    if not looks_local(name) and "/" not in name:
         near = difflib.get_close_matches(name, list(SHORT_NAMES), n=1)
         raise UsageError(f"{what} {name}: no such local folder, .gguf file or short name ("
                          f"{', '.join(SHORT_NAMES)}); a hub id reads org/name"
                          + (f"; did you mean {near[0]}?" if near else ""))
-    if name.startswith(("/", ".", "~")) or p.exists():
+    if looks_local(name):
         if not p.is_dir():
             raise UsageError(f"{what} {name}: no such folder")
         ggufs = sorted(f.name for f in p.glob("*.gguf"))
