@@ -21,6 +21,7 @@ while a run still leaves its figure beside its results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -161,6 +162,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # a second SIGTERM ends it at once
     raise Terminated()
 
 
@@ -232,11 +234,15 @@ def _run(main_body, argv) -> int:
         print("error: out of memory during the run; choose smaller sizes", file=sys.stderr)
         return EXIT["run_error"]
     except Terminated:
-        print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        print("error: terminated (SIGTERM)", file=sys.stderr)
         return EXIT["terminated"]
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT["interrupted"]
+    except BrokenPipeError:   # written past sys.stdout (its .buffer, say): stop quietly, as the shell does
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT["broken_pipe"]
     except Exception as exc:  # noqa: BLE001  (a bug: one line unless asked for the traceback)
         if os.environ.get("RMGAP_TRACEBACK"):
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -144,6 +145,7 @@ def check_out(out: str | None, force: bool) -> None:
 
 
 RUN_FILES = (".json", ".npz", ".png", ".pdf")   # what a run's folder holds (sims.cli)
+STAGED = re.compile(r"^\..+\.(partial|old)-(\d+)-[^/]+$")   # sims/atomic.py's hidden work folders
 
 
 def _check_out(out: str, force: bool) -> None:
@@ -151,10 +153,7 @@ def _check_out(out: str, force: bool) -> None:
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if path.is_dir():
-        here = Path.cwd().resolve()
-        if path.resolve() in (here, *here.parents):   # it is renamed into place, whole
-            raise UsageError(f"--out {out} is the current folder or holds it; name a folder of its own")
-        entries = list(path.iterdir())
+        entries = [e for e in path.iterdir() if not STAGED.match(e.name)]   # a killed run's: removed
         if entries and not force:
             raise UsageError(f"--out {out} already holds files; pass --force to replace it")
         # --force replaces the folder whole (sims/atomic.py): only a run's folder, never one

@@ -136,9 +136,23 @@ def test_force_never_replaces_a_folder_holding_other_files(workdir, capsys, extr
     assert (workdir / "o/results.json").read_text() == "{}"
 
 
-def test_the_current_folder_is_refused_as_out(workdir, capsys):
-    assert theorem1.main(["--out", ".", "--force"]) == 2
-    _one_line(capsys.readouterr().err, "is the current folder")
+def test_the_current_folder_is_filled_and_replaced_in_place(workdir, monkeypatch, capsys):
+    """`--out .` cannot be renamed away (it is where the shell stands): its files are swapped."""
+    assert theorem1.main(["--out", "."]) == 0
+    assert set(_left(workdir)) == RUN_FILES
+    before = (workdir / "results.json").read_bytes()
+    monkeypatch.setattr(cli, "drawer", lambda name: lambda r, p: (p.with_suffix(".png").write_text("x"),
+                                                                  _raise(KeyboardInterrupt)))
+    assert theorem1.main(["--out", ".", "--force", "--seed", "3"]) == 130
+    assert set(_left(workdir)) == RUN_FILES and (workdir / "results.json").read_bytes() == before
+    monkeypatch.undo()
+    monkeypatch.chdir(workdir)
+    assert theorem1.main(["--out", ".", "--force", "--seed", "3"]) == 0
+    assert set(_left(workdir)) == RUN_FILES and (workdir / "results.json").read_bytes() != before
+
+
+def _raise(exc):
+    raise exc
 
 
 def test_an_empty_given_folder_is_filled(workdir, capsys):
