@@ -73,6 +73,12 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _missing_parents(path: Path) -> list[Path]:
     """The ancestors of `path` that do not exist yet, outermost first."""
     missing = []
@@ -143,6 +149,8 @@ class Staged:
             fd, name = tempfile.mkstemp(prefix=prefix, dir=self.parent)
             os.close(fd)
             self.path = Path(name)
+        # mkdtemp and mkstemp keep them private (0700, 0600); the result gets the usual mode
+        self.path.chmod((0o777 if self.kind == "folder" else 0o666) & ~_umask())
 
     def __exit__(self, kind, exc, tb):
         with signals_held():    # a pending interrupt arrives after the folder is whole or gone

@@ -204,6 +204,9 @@ def test_run_json_records_the_versions(workdir, capsys):
     versions = json.loads((workdir / "o/run.json").read_text())["versions"]
     for name in ("python", "numpy", "scipy", "torch", "cvxpy"):
         assert versions[name], name
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (workdir / "o").stat().st_mode & 0o777 == 0o777 & ~umask   # not the staging's private 0700
 
 
 @pytest.mark.parametrize("flag,choices", [("--ties", "half, zero"), ("--step-rule", "normalized, constant"),
@@ -231,6 +234,9 @@ def test_a_staged_file_appears_whole_or_not_at_all(tmp_path):
     with atomic.file(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and _left(target.parent) == ["out.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_hf_analyse_full_disk_leaves_no_file(workdir, monkeypatch, capsys):
@@ -250,3 +256,14 @@ def test_hf_analyse_full_disk_leaves_no_file(workdir, monkeypatch, capsys):
     monkeypatch.setattr(Path, "write_text", real)
     assert hf_cli.main(["analyse", "--representations", "r.npz", "--out", "out/a.json"]) == 0
     assert _left(workdir / "out") == ["a.json"]
+
+
+def test_a_canonical_rerun_replaces_its_results_folder_whole(tmp_path, monkeypatch, capsys):
+    import figures.__main__ as fm
+    monkeypatch.setattr(fm, "RESULTS", tmp_path)
+    (tmp_path / "theorem1").mkdir()
+    (tmp_path / "theorem1/arrays.npz").write_text("an older run's")
+    fm.rerun("theorem1")
+    assert set(_left(tmp_path / "theorem1")) == RUN_FILES and _left(tmp_path) == ["theorem1"]
+    meta = json.loads((tmp_path / "theorem1/run.json").read_text())
+    assert meta["argv"] == [] and meta["versions"]["numpy"]
