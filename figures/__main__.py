@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sims import atomic
 from sims.cli import UsageError, run_cli
 from figures import FIGURES, RESULTS, ROOT, dynamics, hamiltonian, ledger, persona, persona_real, theorem2
 
@@ -119,19 +120,18 @@ def rerun(name: str) -> None:
         if code not in (0, 1):
             raise UsageError(f"`{command(name)}` failed with exit code {code}")
         if r.out_file:
+            from sims.cli import versions
             from sims.provenance import code_hash
             (Path(out) / "run.json").write_text(json.dumps({
                 "wall_seconds": time.perf_counter() - t0, "module": r.module, "code_hash": code_hash(r.module),
-                "argv": list(r.argv)}, indent=2, sort_keys=True) + "\n")
-        dest = RESULTS / name
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in ("results.json", "run.json", "arrays.npz"):
-            (dest / f).unlink(missing_ok=True)
-            if (Path(out) / f).exists():
-                shutil.copyfile(Path(out) / f, dest / f)
-        meta = json.loads((dest / "run.json").read_text())
-        meta["argv"] = list(r.argv)        # the canonical command, without the scratch --out
-        (dest / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+                "versions": versions(), "argv": list(r.argv)}, indent=2, sort_keys=True) + "\n")
+        with atomic.Staged(RESULTS / name, replace=True) as staged:   # results/NAME whole, or as it was
+            for f in ("results.json", "run.json", "arrays.npz"):
+                if (Path(out) / f).exists():
+                    shutil.copyfile(Path(out) / f, staged.path / f)
+            meta = json.loads((staged.path / "run.json").read_text())
+            meta["argv"] = list(r.argv)        # the canonical command, without the scratch --out
+            (staged.path / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         print(f"{name}: reran `{command(name)}` in {time.perf_counter() - t0:.1f} s"
               + ("  (a check FAILED: see its results)" if code == 1 else ""))
 

@@ -1,34 +1,41 @@
 """Command lines generated from frozen config dataclasses, and the run-folder rules.
 
 A field's `metadata["help"]` is its flag's help; `metadata["check"]` a (predicate, message)
-pair validated before the run. Exit codes: 0 every check passed; 1 a check failed (the run
-still writes its results); 2 a usage error (one line `error: ...`); 3 a numerical or solver
-failure that is not the user's fault (one line `error: ...`); 4 a bug in rmgap (one line);
-130 interrupted. Every input is checked by sims/inputs.py before anything is allocated, and
-the results folder is created only after the run succeeded.
+pair validated before the run (a check made by sims.inputs.one_of lists its choices in --help).
+Exit codes: 0 every check passed; 1 a check failed (the run still writes its results); 2 a
+usage error (one line `error: ...`); 3 a numerical or solver failure, or a full disk, that is
+not the user's fault (one line `error: ...`); 4 a bug in rmgap (one line); 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM); 141 stdout was closed by its reader (`| head`): the run
+went on quietly and its results were written. Every input is checked by sims/inputs.py before
+anything is allocated.
 
 A run writes results.json (deterministic: the same seed gives the same bytes), arrays.npz
 (vectors a user may reuse, e.g. u*), run.json (wall times, argv, the hash of the code that
-ran) and its figure. sims never import figures: the figure's drawer is found through the
+ran, the versions of Python and the libraries) and its figure. All or nothing (sims/atomic.py):
+they are written into a hidden sibling folder renamed into place at the end, so an interrupt,
+a signal, a full disk or a failing figure leaves no folder, and --force replaces an old run's
+folder whole. sims never import figures: the figure's drawer is found through the
 `rmgap.figures` entry-point group (pyproject.toml), so dependencies point figures -> sims only
 while a run still leaves its figure beside its results.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from sims import inputs
+from sims import atomic, inputs
 from sims.inputs import RunError, UsageError  # noqa: F401  (re-exported: sims raise these)
 
 EXIT = {"passed": 0, "check_failed": 1, "usage": 2, "run_error": 3, "internal": 4, "interrupted": 130,
-        "broken_pipe": 141}
+        "broken_pipe": 141, "terminated": 143}
 
 
 def field(default, help: str, check=None, message: str = ""):
@@ -85,6 +92,9 @@ def parser_for(config_cls, description: str, prog: str | None = None) -> argpars
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
+        choices = getattr(f.metadata.get("check", (None, ""))[0], "choices", None)
+        if choices:   # listed, not enforced here: validate() names the flag in its one line
+            help_ += f" (one of: {', '.join(map(str, choices))})"
         if f.type in (bool, "bool"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
         else:
@@ -92,7 +102,7 @@ def parser_for(config_cls, description: str, prog: str | None = None) -> argpars
             p.add_argument(flag, type=kind, default=f.default, help=help_, metavar=f.name.upper())
     p.add_argument("--out", type=str, default=None,
                    help="results folder (default: a new folder runs/<name>-<time>)")
-    p.add_argument("--force", action="store_true", help="allow writing into an existing --out")
+    p.add_argument("--force", action="store_true", help="replace an existing --out run folder, whole")
     return p
 
 
@@ -121,28 +131,97 @@ def plan_folder(name: str, out: str | None, force: bool) -> Path:
     return base
 
 
-def make_folder(path: Path, given: bool) -> Path:
-    """Create the planned folder; the default one gets a -k suffix if it appeared meanwhile."""
-    if not given:
-        base, k = path, 1
-        while path.exists():
-            k += 1
-            path = base.with_name(f"{base.name}-{k}")
-    try:
-        path.mkdir(parents=True, exist_ok=given)
-    except OSError as exc:
-        raise UsageError(f"{'--out ' if given else ''}{path}: cannot create the folder ({exc.strerror})") from None
-    return path
+def results_folder(planned: Path, given: bool, force: bool) -> atomic.Staged:
+    """`with results_folder(...) as s:` write into s.path; the folder appears at s.final,
+    whole, when the block ends, or not at all (sims/atomic.py)."""
+    return atomic.Staged(planned, replace=given and force, numbered=not given)
 
 
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def versions() -> dict:
+    """Python's and the numerical libraries' versions (run.json): results that differ in the
+    last digits from the committed ones usually differ in these."""
+    import platform
+    from importlib import metadata
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    names = ["numpy", "scipy", "torch", "cvxpy", "matplotlib"]
+    names += [m for m in ("transformers",) if m in sys.modules]
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is so that it unwinds like Ctrl-C (nothing left behind)."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # a second SIGTERM ends it at once
+    raise Terminated()
+
+
+class _Stdout:
+    """sys.stdout while a command runs. Once its reader has gone (`| head -1`: EPIPE), what
+    is printed goes to /dev/null instead of raising, so the run goes on to write its results;
+    `broken` then makes the exit code 141, as the shell reports a writer its pipe stopped."""
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def _lost(self):
+        self.broken = True
+        try:   # the buffered rest, and the interpreter's last flush, go nowhere instead
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._lost()
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._lost()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def run_cli(main_body, argv=None) -> int:
     """Call main_body(argv) and turn every failure into one line on stderr and an exit code:
-    UsageError 2, RunError 3, MemoryError 3, Ctrl-C 130; any other exception is a bug in
-    rmgap: one line, exit code 4 (RMGAP_TRACEBACK=1 shows the traceback)."""
+    UsageError 2, RunError 3, MemoryError 3, Ctrl-C 130, SIGTERM 143; any other exception is a
+    bug in rmgap: one line, exit code 4 (RMGAP_TRACEBACK=1 shows the traceback). A closed
+    stdout stops the printing, not the run: exit code 141 once it has finished."""
+    handler = None
+    try:
+        handler = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:    # not the main thread: SIGTERM keeps its default
+        pass
+    stdout = sys.stdout = _Stdout(sys.stdout)
+    try:
+        code = _run(main_body, argv)
+        stdout.flush()
+    finally:
+        sys.stdout = stdout._stream
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+    return EXIT["broken_pipe"] if stdout.broken and code in (0, 1) else code
+
+
+def _run(main_body, argv) -> int:
     try:
         return main_body(argv) or 0
     except UsageError as exc:
@@ -154,11 +233,15 @@ def run_cli(main_body, argv=None) -> int:
     except MemoryError:
         print("error: out of memory during the run; choose smaller sizes", file=sys.stderr)
         return EXIT["run_error"]
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT["terminated"]
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT["interrupted"]
-    except BrokenPipeError:   # the reader (e.g. `| head`) closed stdout: stop quietly, as the shell does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:   # written past sys.stdout (its .buffer, say): stop quietly, as the shell does
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT["broken_pipe"]
     except Exception as exc:  # noqa: BLE001  (a bug: one line unless asked for the traceback)
         if os.environ.get("RMGAP_TRACEBACK"):
@@ -202,21 +285,24 @@ def simulation_main(name: str, config_cls, run, description: str, argv=None, mod
     def body(argv):
         config, out, force = parse(config_cls, description, argv, prog=f"python -m {module}")
         folder = plan_folder(name, out, force)
-        print(f"config: {dataclasses.asdict(config)}")
+        if hasattr(config, "seed"):
+            print(f"seed {config.seed} (every flag's value is recorded in results.json)")
         t0 = time.perf_counter()
         import numpy as np
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is checked
             results = run(config)                                             # explicitly, by step
         inputs.check_results_finite(results)
         extra = results.pop("_run", {})
-        folder = make_folder(folder, given=out is not None)
-        write_results(folder, results)
         draw = drawer(name)
-        if draw is not None:
-            draw(results, folder / name)
-        write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0, **extra,
-                                         "module": module, "code_hash": code_hash(module),
-                                         "argv": list(sys.argv[1:] if argv is None else argv)})
+        with results_folder(folder, given=out is not None, force=force) as staged:
+            write_results(staged.path, results)
+            if draw is not None:
+                draw(results, staged.path / name)
+            write_json(staged.path / "run.json", {"wall_seconds": time.perf_counter() - t0, **extra,
+                                                  "module": module, "code_hash": code_hash(module),
+                                                  "versions": versions(),
+                                                  "argv": list(sys.argv[1:] if argv is None else argv)})
+        folder = staged.final
         figure = f"  figure: {folder / name}.png" if draw else ""
         print(f"results: {folder / 'results.json'}" + figure)
         return exit_code(results)

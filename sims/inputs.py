@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -51,7 +52,11 @@ def in_range(lo, hi, *, closed_hi: bool = True):
 
 
 def one_of(*choices):
-    return (lambda v: v in choices, f"must be one of {', '.join(map(str, choices))}")
+    """A check whose predicate carries its `choices` (sims.cli lists them in --help)."""
+    def ok(v):
+        return v in choices
+    ok.choices = choices
+    return (ok, f"must be one of {', '.join(map(str, choices))}")
 
 
 def flag(name: str) -> str:
@@ -127,7 +132,8 @@ def check_memory(nbytes: float, what: str, device: str = "cpu", fraction: float 
 # ---- output folders -------------------------------------------------------------------------
 
 def check_out(out: str | None, force: bool) -> None:
-    """--out names a folder that can be created (or an empty one, or any with --force)."""
+    """--out names a folder that can be created, an empty one, or (with --force) a run's folder
+    to replace whole."""
     if out is None:
         return
     if not out.strip():
@@ -138,13 +144,24 @@ def check_out(out: str | None, force: bool) -> None:
         raise UsageError(f"--out {out[:60]}{'...' if len(out) > 60 else ''}: {exc.strerror or exc}") from None
 
 
+RUN_FILES = (".json", ".npz", ".png", ".pdf")   # what a run's folder holds (sims.cli)
+STAGED = re.compile(r"^\..+\.(partial|old)-(\d+)-[^/]+$")   # sims/atomic.py's hidden work folders
+
+
 def _check_out(out: str, force: bool) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if path.is_dir():
-        if any(path.iterdir()) and not force:
-            raise UsageError(f"--out {out} already holds files; pass --force to write into it")
+        entries = [e for e in path.iterdir() if not STAGED.match(e.name)]   # a killed run's: removed
+        if entries and not force:
+            raise UsageError(f"--out {out} already holds files; pass --force to replace it")
+        # --force replaces the folder whole (sims/atomic.py): only a run's folder, never one
+        # that holds anything else a user may want to keep
+        foreign = sorted(e.name for e in entries if e.is_dir() or e.suffix not in RUN_FILES)
+        if foreign:
+            raise UsageError(f"--out {out} holds {foreign[0]}, which no run writes; --force replaces "
+                             f"only a run's folder (whole), so give a new folder")
         try:
             os.rmdir(tempfile.mkdtemp(prefix=".rmgap-probe-", dir=path))
         except OSError as exc:

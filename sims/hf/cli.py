@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import sims.hf as package
-from sims import inputs
+from sims import atomic, inputs
 from sims.cli import HelpFormatter, Parser, UsageError, run_cli
 from sims.hf.bench import bench, load_costs, random_llama
 from sims.hf.model import load, load_tokenizer
@@ -122,15 +122,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _out(path: str, force: bool) -> Path:
-    out = inputs.check_out_file(path, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
+    return inputs.check_out_file(path, force)
 
 
 def _write_json(path: Path, obj) -> None:
+    """Written beside `path` and renamed onto it (sims/atomic.py): never a half file."""
     inputs.check_results_finite(obj)   # NaN / Inf would be invalid JSON and a silently wrong answer
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    with atomic.file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
 def _positive(name, v):
@@ -197,8 +196,7 @@ def body(argv=None) -> int:
     elif args.command == "representations":
         sets = {k: files.get(k) for k in ("train", "heldout", "shifted")}
         arrays, notes = write_representations(model, tok, **sets, eos=args.eos, unembedding=args.unembedding, **common)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "wb") as f:
+        with atomic.file(out) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         for n in notes:
             print(f"note: {n}")
@@ -259,19 +257,21 @@ def _results_folder(name, args, argv, run, figure=None):
     (entry-point name of the drawer, the results part it draws)) into a new folder, checked
     before the run and created after it, like a simulation's, so that the README can quote it
     as a canonical run."""
-    from sims.cli import drawer, make_folder, plan_folder, write_json
+    from sims.cli import drawer, plan_folder, results_folder, versions, write_json
     from sims.provenance import code_hash
     folder = plan_folder(name, args.out, args.force)
     t0 = time.perf_counter()
     result = run()
     inputs.check_results_finite(result)
-    folder = make_folder(folder, given=args.out is not None)
-    write_json(folder / "results.json", result)
-    if figure is not None and (draw := drawer(figure[0])) is not None:
-        draw(result[figure[1]], folder / name)
-    write_json(folder / "run.json", {"wall_seconds": time.perf_counter() - t0, "module": "sims.hf",
-                                     "code_hash": code_hash("sims.hf"),
-                                     "argv": list(sys.argv[1:] if argv is None else argv)})
+    draw = drawer(figure[0]) if figure is not None else None
+    with results_folder(folder, given=args.out is not None, force=args.force) as staged:
+        write_json(staged.path / "results.json", result)
+        if draw is not None:
+            draw(result[figure[1]], staged.path / name)
+        write_json(staged.path / "run.json", {"wall_seconds": time.perf_counter() - t0, "module": "sims.hf",
+                                              "code_hash": code_hash("sims.hf"), "versions": versions(),
+                                              "argv": list(sys.argv[1:] if argv is None else argv)})
+    folder = staged.final
     print(f"results: {folder / 'results.json'}" + (f"  figure: {folder / name}.png" if figure else ""))
     return result
 

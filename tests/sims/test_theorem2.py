@@ -32,7 +32,7 @@ def test_default_run_small(tmp_path, capsys):
     assert all(c["passed"] for c in r["checks"]) and len(r["checks"]) == 7
     assert (out / "theorem2.png").stat().st_size > 0 and (out / "theorem2.pdf").exists()
     text = capsys.readouterr().out
-    assert "PASS" in text and "FAIL" not in text and "config:" in text
+    assert "PASS" in text and "FAIL" not in text and text.startswith("seed 0") and "config:" not in text
 
 
 def test_same_seed_same_results(tmp_path):
