@@ -1,7 +1,7 @@
 """Paper figures as reproducible artefacts, drawn from results files only.
 
 `python -m figures` reruns the canonical runs whose results are missing or stale, redraws
-every figure from results/, and renders the measured numbers into README.md and
+every figure from results/, and renders the measured numbers into README.md, docs/*.md and
 paper_checks.md. Each `figures/<name>.py` has `draw(results, stem)`; drawing never reruns a
 simulation. Files are byte-reproducible: no timestamps or version strings in their metadata.
 """

@@ -1,8 +1,8 @@
-"""Rebuild the paper's figures and the measured numbers of README.md and paper_checks.md.
+"""Rebuild the paper's figures and the measured numbers of README.md, docs/*.md and paper_checks.md.
 
     python -m figures                 rerun every canonical run whose results are missing or
                                       stale, redraw every figure from results/, render the
-                                      numbers into README.md and paper_checks.md
+                                      numbers into README.md, docs/*.md and paper_checks.md
     python -m figures theorem2 ...    redraw only these figures from their results (seconds)
     python -m figures --status        list the canonical runs: fresh, stale (and why) or missing
     python -m figures --rerun NAME    rerun these canonical runs even if fresh, then redraw/render

@@ -6,7 +6,7 @@ import sims
 
 EXIT_CODES = ("exit codes: 0 every check passed; 1 a check failed (results still written); 2 bad input (one "
               "`error:` line); 3 a numerical or solver failure that is not the input's fault; 4 a bug in rmgap; "
-              "130 interrupted; 141 the reader closed stdout (e.g. `| head`)")
+              "130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 the reader closed stdout (e.g. `| head`)")
 
 
 def main() -> int:

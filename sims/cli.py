@@ -55,6 +55,7 @@ def validate(config) -> None:
     """Raise UsageError naming the first flag whose value fails its check, then run the
     config's own cross-flag `validate()` and refuse a run whose `memory_bytes()` estimate
     exceeds the memory available."""
+    inputs.check_environment()      # RMGAP_THREADS, read as a number by theory/threads.py
     for f in dataclasses.fields(config):
         check, message = f.metadata.get("check", (None, ""))
         value = getattr(config, f.name)

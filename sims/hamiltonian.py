@@ -17,7 +17,7 @@ Paper (Pythia-1B, n = 10, p = 0.2): IM-RM test accuracy 0.993, no correct cycle 
 
 Scale. The tiny transformer starts with no pretrained features, so it needs more pairs than
 the paper's 1000: with 1000 graphs (--n-train 1000 --epochs 40) its IM-RM overfits below the
-accuracy it reaches with 5000 in 12 epochs (the measured numbers: README, rendered from
+accuracy it reaches with 5000 in 12 epochs (the measured numbers: docs/theorem1.md, rendered from
 results/hamiltonian*/). The default is 5000, n = 7 (exact enumeration of all 5040 vertex
 orders); about 2 minutes on 2 CPU cores.
 """

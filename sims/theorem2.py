@@ -84,8 +84,8 @@ class Config:
     checkpoints: int = field(40, "log-spaced evaluation steps", POSITIVE)
     ties: str = field("half", "how a tie counts in accuracy: half (the paper's code) or zero (TRL, RewardBench, "
                       "OpenRLHF)", one_of(*TIES))
-    representations: str = field("", "an .npz of hidden representations (format: README, 'Your own "
-                                 "representations'); replaces the synthetic model")
+    representations: str = field("", "an .npz of hidden representations (format: docs/representations.md); "
+                                 "replaces the synthetic model")
     backend: str = field("torch", "array backend: torch or numpy", one_of("torch", "numpy"))
     device: str = field("cpu", "torch device (cpu, cuda, cuda:1, ...); must exist on this machine")
     dtype: str = field("float64", "float64 or float32", one_of("float64", "float32"))

@@ -29,7 +29,7 @@ PAIR_FORMATS = "JSON Lines, Parquet, or a datasets save_to_disk folder[:SPLIT]"
 RANDOM = {"hidden": 512, "layers": 8, "vocab": 32000}
 EXIT_CODES = ("exit codes: 0 done (theorem2: every check passed); 1 a theorem2 check failed (results still "
               "written); 2 bad input (one `error:` line); 3 a numerical failure that is not the input's fault; 4 a "
-              "bug in rmgap; 130 interrupted; 141 the reader closed stdout (e.g. `| head`)")
+              "bug in rmgap; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 the reader closed stdout (e.g. `| head`)")
 
 def _common(p, model=True, out="file"):
     if model:
@@ -152,6 +152,7 @@ def body(argv=None) -> int:
     if args.command in ("bench", "theorem2") and args.out and Path(args.out).suffix == ".json":
         print(f"warning: --out {args.out}: {args.command} writes a results folder (results.json, run.json inside "
               f"it), so {args.out} will be a folder", file=sys.stderr)
+    inputs.check_environment()      # RMGAP_THREADS, read as a number by theory/threads.py
     if args.command == "bench":
         return _bench_main(args, argv)
     if args.command == "theorem2":

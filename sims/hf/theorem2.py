@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sims import atomic
 from sims.hf.answers import progress_line, single_token_states
 from sims.hf.model import head_of
 from sims.hf.yesno import TRAIN_PER_TOPIC, chat_prompts, prompt_split
@@ -108,7 +109,7 @@ def run(model, tokenizer, *, model_name: str, steps: int = 10000, direction_tol:
     footnote3 = analyse(arrays)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(save_representations) if save_representations else Path(tmp) / "representations.npz"
-        with open(path, "wb") as f:
+        with atomic.file(path) as staged, open(staged, "wb") as f:    # never a half-written file
             np.savez(f, **arrays)
         config = theorem2.Config(representations=str(path), unseen_tokens=True, steps=steps,
                                  direction_tol=direction_tol).effective()
