@@ -69,6 +69,9 @@ RUNS = {
     # (one seed, one epoch each: their cost per epoch here, and where one epoch takes them)
     "persona_real_tied_full": Run("sims.persona_real", ("--models", "im/unembedding:train,ex/full,im/full",
                                                         "--n-seeds", "1", "--epochs-forward", "1", "--no-tangent")),
+    # the EX-GRM of the official appendix on the same pairs (opt-in: its verification turns
+    # about double the state pass), its unembedding alone and with the top block
+    "persona_real_grm": Run("sims.persona_real", ("--models", "grm/unembedding,grm/top_k:1", "--no-tangent")),
     "bench_max_margin": Run("sims.bench_max_margin"),
     "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
     # u* on the real model's training differences (every affirmative x negative one-token answer)
@@ -80,7 +83,8 @@ RUNS = {
 DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynamics.draw),
          "hamiltonian": ("hamiltonian", hamiltonian.draw),
          "persona": ("persona", persona.draw), "theorem2_smollm2": ("hf_theorem2", theorem2.draw_real),
-         "persona_real": ("persona_real", persona_real.draw)}
+         "persona_real": ("persona_real", persona_real.draw),
+         "persona_real_grm": ("persona_real_grm", persona_real.draw)}
 
 
 def command(name: str) -> str:
