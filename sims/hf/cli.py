@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
                    "answered with unseen words, Certainly/Indeed vs Not/False, then as many with the trained words)")
     t.add_argument("--n-builtin", type=int, default=8, help="pairs of each built-in set")
     t.add_argument("--beta", type=float, default=0.01, help="DPO beta, in [1e-30, 1e30]")
-    t.add_argument("--eta", type=float, default=1e-3, help="learning rate of the step")
+    t.add_argument("--eta", type=float, default=1e-3, help="learning rate of the step, in [1e-30, 1e4]")
     t.add_argument("--eos", action="store_true", help="append EOS to plain-text responses (TRL)")
     t.add_argument("--method", default="auto", choices=("auto", "eq5", "autograd"),
                    help="auto: Eq. 5 for an untied linear head, the exact autograd tangent otherwise")
@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time and memory of the forward pass, Eq. 5 and the tangent, on a model "
                        "or (--model random) a random Llama of the given size")
     _common(b, out="hf_bench")
-    b.add_argument("--hidden", type=int, default=None, help="hidden width of --model random (512 if not given)")
+    b.add_argument("--hidden", type=int, default=None, help="hidden width of --model random: at most 64, or a multiple of 64 (512 if not given)")
     b.add_argument("--layers", type=int, default=None, help="layers of --model random (8 if not given)")
     b.add_argument("--vocab", type=int, default=None, help="vocabulary size of --model random (32000 if not given)")
     b.add_argument("--n-pairs", type=int, default=16, help="pairs")
@@ -287,6 +287,9 @@ def _bench_main(args, argv) -> int:
     if args.model != "random" and given:
         raise UsageError(f"--{given[0]} sizes a random model: use it with --model random")
     sizes = {k: getattr(args, k) or v for k, v in RANDOM.items()}
+    if args.model == "random" and sizes["hidden"] > 64 and sizes["hidden"] % 64:   # heads of width 64 (bench.random_llama)
+        raise UsageError(f"--hidden of --model random must be at most 64 or a multiple of 64 (attention heads of "
+                         f"width 64), got {sizes['hidden']}")
     item = 8 if args.dtype == "float64" else 4
     if args.model == "random":   # weights, their gradient-free copy and the logits of one batch
         params = sizes["layers"] * 12 * sizes["hidden"] ** 2 + 2 * sizes["vocab"] * sizes["hidden"]

@@ -108,10 +108,18 @@ def analyse(arrays: dict) -> dict:
 
 
 def load_npz(path: str) -> dict:
-    """The arrays of a representation file (sims.inputs.read_npz checks the file itself)."""
+    """The arrays of a representation file that analyse reads, checked array by array
+    (sims.inputs.read_npz checks the file itself): per split, h_chosen and h_rejected real
+    (n, D) matrices of one width D across the splits; train is required."""
     arrays = inputs.read_npz(path, "representation file")
-    for k in ("train_h_chosen", "train_h_rejected"):
-        if k not in arrays:
-            raise UsageError(f"representation file {path} lacks {k}")
-        inputs.real_matrix(k, arrays[k], rows=arrays["train_h_chosen"].shape[0] if arrays["train_h_chosen"].ndim else None)
+    D = None
+    for split in ("train", "seen_tokens", "unseen_tokens", "shifted"):
+        keys = (f"{split}_h_chosen", f"{split}_h_rejected")
+        missing = [k for k in keys if k not in arrays]
+        if split != "train" and len(missing) == 2:
+            continue
+        if missing:
+            raise UsageError(f"representation file {path} lacks {', '.join(missing)}")
+        n, D = inputs.real_matrix(keys[0], arrays[keys[0]], cols=D).shape
+        inputs.real_matrix(keys[1], arrays[keys[1]], rows=n, cols=D)
     return arrays
