@@ -333,10 +333,11 @@ def divergence(config, name: str, what: str, step: int | None = None) -> Excepti
 
 
 def check_environment() -> None:
-    """The environment variables the toolkit reads as numbers (RMGAP_THREADS, theory/threads.py),
-    checked before a run: a bad value is the user's input (UsageError naming the variable)."""
-    from theory import threads
-    try:
-        threads.override()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    """The environment variables the toolkit reads as numbers, checked before a run: a bad value
+    is the user's input (UsageError naming the variable), not a silent fallback that would run
+    (or benchmark) another setting. RMGAP_THREADS: theory/threads.py's BLAS thread count, a whole
+    number >= 1 (unset or empty: the problem size chooses)."""
+    text = os.environ.get("RMGAP_THREADS", "").strip()
+    if text and not (text.isdigit() and int(text) >= 1):
+        raise UsageError(f"the environment variable RMGAP_THREADS must be a whole number of threads >= 1 "
+                         f"(got {text[:40]!r}); unset it to let the problem size choose")

@@ -30,27 +30,10 @@ def available_cores() -> int:
 def for_work(multiply_adds: float) -> int:
     """Threads for a job whose largest operation costs `multiply_adds`: 1 for small work, at
     most the available cores."""
-    n = override()
-    if n is not None:
-        return n
+    override = os.environ.get("RMGAP_THREADS", "").strip()
+    if override:
+        return max(1, int(override))
     return max(1, min(available_cores(), int(multiply_adds // WORK_PER_THREAD)))
-
-
-def override() -> int | None:
-    """RMGAP_THREADS as a thread count, None when unset or empty; ValueError naming the
-    variable when it is not a whole number >= 1 (a silent fallback would benchmark the wrong
-    setting)."""
-    text = os.environ.get("RMGAP_THREADS", "").strip()
-    if not text:
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"the environment variable RMGAP_THREADS must be a whole number of threads >= 1 "
-                         f"(got {text[:40]!r}); unset it to let the problem size choose")
-    return n
 
 
 @contextlib.contextmanager

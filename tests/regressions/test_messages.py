@@ -109,8 +109,6 @@ def test_dynamics_small_step_is_no_false_fail(workdir, capsys, eta):
 @pytest.mark.parametrize("value", ["abc", "1e3", "0", "-2", "2.5"])
 def test_bad_thread_count_is_named(monkeypatch, capsys, value):
     monkeypatch.setenv("RMGAP_THREADS", value)
-    with pytest.raises(ValueError, match="RMGAP_THREADS must be a whole number"):
-        threads.for_work(1.0)
     _one_line(capsys, cli.run_cli(lambda argv: inputs.check_environment(), []), 2, f"RMGAP_THREADS")
     monkeypatch.setenv("RMGAP_THREADS", " 3 ")
     assert threads.for_work(1.0) == 3
