@@ -8,6 +8,7 @@ before the results folder is created.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -148,6 +149,26 @@ RUN_FILES = (".json", ".npz", ".png", ".pdf")   # what a run's folder holds (sim
 STAGED = re.compile(r"^\..+\.(partial|old)-(\d+)-[^/]+$")   # sims/atomic.py's hidden work folders
 
 
+def _not_a_runs(path: Path, entries) -> str | None:
+    """Why the folder is not one a run wrote (None if it is): a run's folder holds its run.json
+    (with the code hash a run records), results.json, arrays.npz and one figure (STEM.png,
+    STEM.pdf), and nothing else; a file of any other name, even a .json or .pdf, is a user's."""
+    if not entries:
+        return None
+    try:
+        meta = json.loads((path / "run.json").read_text())
+        ok = isinstance(meta, dict) and "code_hash" in meta and "module" in meta
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        return "holds files but no run.json of a run"
+    stems = {e.stem for e in entries if e.is_file() and e.suffix in (".png", ".pdf")}
+    foreign = sorted(e.name for e in entries
+                     if not e.is_file() or not (e.name in ("run.json", "results.json", "arrays.npz")
+                                                or (e.suffix in (".png", ".pdf") and len(stems) == 1)))
+    return f"holds {foreign[0]}, which no run writes" if foreign else None
+
+
 def _check_out(out: str, force: bool) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
@@ -158,10 +179,10 @@ def _check_out(out: str, force: bool) -> None:
             raise UsageError(f"--out {out} already holds files; pass --force to replace it")
         # --force replaces the folder whole (sims/atomic.py): only a run's folder, never one
         # that holds anything else a user may want to keep
-        foreign = sorted(e.name for e in entries if e.is_dir() or e.suffix not in RUN_FILES)
+        foreign = _not_a_runs(path, entries)
         if foreign:
-            raise UsageError(f"--out {out} holds {foreign[0]}, which no run writes; --force replaces "
-                             f"only a run's folder (whole), so give a new folder")
+            raise UsageError(f"--out {out} {foreign}; --force replaces only a run's folder (whole), "
+                             f"so give a new folder")
         try:
             os.rmdir(tempfile.mkdtemp(prefix=".rmgap-probe-", dir=path))
         except OSError as exc:
@@ -289,6 +310,8 @@ def check_out_file(out: str, force: bool, flag_name: str = "--out") -> Path:
 def _check_out_file(path: Path, out: str, force: bool, flag_name: str) -> Path:
     if path.is_dir():
         raise UsageError(f"{flag_name} {out} is a folder; give a file name")
+    if out.endswith(("/", os.sep)):    # Path() drops the slash: the user meant a folder
+        raise UsageError(f"{flag_name} {out} ends with '/', a folder; give a file name")
     if path.exists() and not force:
         raise UsageError(f"{flag_name} {out} exists; pass --force to overwrite")
     parent = path.absolute().parent

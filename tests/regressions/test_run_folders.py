@@ -126,10 +126,13 @@ def test_force_into_another_simulations_folder_replaces_it_whole(workdir, capsys
 
 
 @pytest.mark.parametrize("extra,needle", [("notes.txt", "holds notes.txt, which no run writes"),
-                                          ("sub/", "holds sub, which no run writes")])
+                                          ("sub/", "holds sub, which no run writes"),
+                                          ("mine.json", "holds mine.json, which no run writes"),
+                                          ("notes.npz", "holds notes.npz, which no run writes")])
 def test_force_never_replaces_a_folder_holding_other_files(workdir, capsys, extra, needle):
     (workdir / "o").mkdir()
     (workdir / "o/results.json").write_text("{}")
+    (workdir / "o/run.json").write_text('{"module": "sims.theorem1", "code_hash": "x"}')
     (workdir / "o" / extra.rstrip("/")).mkdir() if extra.endswith("/") else (workdir / "o" / extra).write_text("x")
     assert theorem1.main(["--out", "o", "--force"]) == 2
     _one_line(capsys.readouterr().err, needle)
@@ -267,3 +270,23 @@ def test_a_canonical_rerun_replaces_its_results_folder_whole(tmp_path, monkeypat
     assert set(_left(tmp_path / "theorem1")) == RUN_FILES and _left(tmp_path) == ["theorem1"]
     meta = json.loads((tmp_path / "theorem1/run.json").read_text())
     assert meta["argv"] == [] and meta["versions"]["numpy"]
+
+
+def test_force_never_deletes_the_files_of_a_folder_no_run_wrote(workdir, capsys):
+    """From the second fresh-user trial: a user's thesis.pdf and config.json carry a run's
+    extensions, but the folder holds no run.json of a run, so --force refuses it whole."""
+    (workdir / "x").mkdir()
+    (workdir / "x/thesis.pdf").write_text("t")
+    (workdir / "x/config.json").write_text("{}")
+    assert theorem1.main(["--out", "x", "--force"]) == 2
+    _one_line(capsys.readouterr().err, "holds files but no run.json of a run")
+    assert _left(workdir / "x") == ["config.json", "thesis.pdf"]
+
+
+def test_an_out_file_with_a_trailing_slash_is_a_folder(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from sims.hf import cli as hf_cli
+    out = f"{tmp_path}/newdir/"
+    assert hf_cli.main(["analyse", "--representations", str(tmp_path / "r.npz"), "--out", out]) == 2
+    _one_line(capsys.readouterr().err, "ends with '/', a folder; give a file name")
+    assert _left(tmp_path) == []
