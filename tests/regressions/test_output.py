@@ -175,3 +175,16 @@ def test_hf_bench_out_json_is_a_folder(tmp_path, capsys):
     assert hf.main(["bench", "--model", "random", "--hidden", "16", "--layers", "1", "--vocab", "64",
                     "--n-pairs", "2", "--length", "4", "--out", str(out)]) == 0
     assert "bench writes a results folder" in capsys.readouterr().err and (out / "results.json").is_file()
+
+
+def test_dynamics_states_the_tolerance_of_every_check(tmp_path, capsys):
+    """From the second fresh-user trial: sims.dynamics printed 'predicted 4.0, measured 4.004'
+    with no pass band, and its results had no tolerance field (theorem2's and theorem1's do)."""
+    import json
+
+    from sims import dynamics
+    assert dynamics.main(["--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    checks = json.loads((tmp_path / "d/results.json").read_text())["checks"]
+    assert all(c.get("tolerance") for c in checks)
+    assert out.count("(tolerance: ") == len(checks) and "3.5 <= measured <= 4.5" in out
