@@ -238,7 +238,7 @@ def real_matrix(name: str, a: np.ndarray, *, rows: int | None = None, cols: int 
                 dtype=np.float64) -> np.ndarray:
     """A finite real (n, D) array with n, D > 0 whose inner products cannot overflow `dtype`:
     D * max|a|^2 * 4 stays below the dtype's largest value (differences of two rows, dotted)."""
-    if a.dtype.kind not in "fiub":
+    if a.dtype.kind not in "fiu":    # booleans are no hidden states (and do not subtract in NumPy)
         raise UsageError(f"{name} must hold real numbers (got dtype {a.dtype})")
     if a.ndim != 2:
         raise UsageError(f"{name} must be a 2-d (pairs, D) array (got shape {a.shape})")

@@ -409,7 +409,7 @@ HF_CASES = [  # (argv after the subcommand's required files are filled in, what 
     (["representations", "--model", "m", "--train", "PAIRS", "--out", "r.npz"], "give --heldout, --shifted or both"),
     (["representations", "--model", "m", "--train", "PAIRS", "--heldout", "PAIRS", "--out", "r.npz", "--analyse"],
      "r.json exists"),
-    (["bench", "--model", "random", "--vocab", "1000000000", "--hidden", "100000"], "needs about"),
+    (["bench", "--model", "random", "--vocab", "1000000000", "--hidden", "102400"], "needs about"),
     (["bench", "--vocab", "1000"], "--vocab sizes a random model: use it with --model random"),
     (["bench", "--model", "random", "--length", "1"], "--length must be at least 2"),
     (["theorem2", "--steps", "0"], "--steps must be"),

@@ -39,3 +39,22 @@ def test_step_help_states_the_eta_range(capsys):
     with pytest.raises(SystemExit):
         hf_cli.main(["step", "--help"])
     assert "learning rate of the step, in [1e-30, 1e4]" in " ".join(capsys.readouterr().out.split())
+
+
+def test_boolean_hidden_states_are_refused_by_analyse_and_theorem2(tmp_path, capsys):
+    """From the second fresh-user trial: bool arrays reached NumPy's bool subtraction (exit 4)
+    in `hf analyse`, while sims.theorem2 ran on them; both now refuse them in one line."""
+    from sims import theorem2
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for s, n, toks in (("train", 10, (0, 1)), ("seen_tokens", 4, (0, 1))):
+        arrays[f"{s}_h_prompt"] = rng.standard_normal((n, 4)) > 0
+        arrays[f"{s}_h_chosen"] = rng.standard_normal((n, 4)) > 0
+        arrays[f"{s}_h_rejected"] = rng.standard_normal((n, 4)) > 0
+        arrays[f"{s}_y_chosen"], arrays[f"{s}_y_rejected"] = np.full(n, toks[0]), np.full(n, toks[1])
+    np.savez(tmp_path / "b.npz", **arrays)
+    assert hf_cli.main(["analyse", "--representations", str(tmp_path / "b.npz"), "--out", str(tmp_path / "a.json")]) == 2
+    assert "must hold real numbers (got dtype bool)" in capsys.readouterr().err
+    assert theorem2.main(["--representations", str(tmp_path / "b.npz"), "--out", str(tmp_path / "t")]) == 2
+    assert "must hold real numbers (got dtype bool)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz"]
