@@ -66,7 +66,7 @@ def pytest_terminal_summary(terminalreporter, config):
 # Memory back to the system between tests. glibc keeps freed blocks below its mmap threshold
 # (which grows to 32 MB after large frees) in the heap: after the SmolLM2 tests the process held
 # 1.7 GB that it had freed (0.9 GB after a trim), and the suite's peak is that plus the next
-# test's own. A trim, when the resident size has grown 256 MB since the last one, costs ~50 ms.
+# test's own. A trim, when the resident size has grown 128 MiB since the last one, costs ~50 ms.
 _libc = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
 _trim = getattr(_libc, "malloc_trim", None)   # glibc only
 _floor = [0]                                  # resident bytes after the last trim
@@ -83,7 +83,7 @@ def pytest_runtest_teardown(item, nextitem):
     if _trim is None:
         return
     resident = _resident_bytes()
-    if resident > _floor[0] + (256 << 20):
+    if resident > _floor[0] + (128 << 20):
         gc.collect()
         _trim(0)
         _floor[0] = _resident_bytes()
