@@ -265,7 +265,8 @@ def test_reference_model_enters_only_through_g(V, D, A, B, K, L, overlap, peak, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-@pytest.mark.parametrize("V,D", [(128256, 4096), (50304, 2048)], ids=["llama3", "pythia1b"])
+@pytest.mark.parametrize("V,D", [pytest.param(128256, 4096, id="llama3", marks=pytest.mark.large),   # ~11 GB
+                                 pytest.param(50304, 2048, id="pythia1b")])                        # ~2 GB
 def test_llm_sized_eq5_float32(V, D, device):
     """Eq. 5 at real vocabulary and width, 16-token responses, float32, vs the autograd oracle.
 
