@@ -101,16 +101,22 @@ def test_ex_rm_reads_the_state_trls_reward_model_reads(tok, tmp_path):
     assert ours["accuracy"] > 0.5
 
 
-def _plain_steps(model, kind, names, enc, *, lr, beta, steps, untie):
-    """Adam on the named parameters (and u for the EX-RM) with the whole-batch loss computed one
-    unpadded sequence at a time by the model's own forward: what the engine's caches must equal."""
+def _trainable_copy(model, names, untie):
+    """A copy of the model with only the named parameters trainable (lm_head its own copy when
+    `untie`): (the copy, its parameters by name, the trainable ones)."""
     work = tr.copy_model(model)
     if untie:
         work.lm_head.weight = torch.nn.Parameter(work.lm_head.weight.detach().clone())
     for p in work.parameters():
         p.requires_grad_(False)
     named = dict(work.named_parameters())
-    params = [named[n].requires_grad_(True) for n in names]
+    return work, named, [named[n].requires_grad_(True) for n in names]
+
+
+def _plain_steps(model, kind, names, enc, *, lr, beta, steps, untie):
+    """Adam on the named parameters (and u for the EX-RM) with the whole-batch loss computed one
+    unpadded sequence at a time by the model's own forward: what the engine's caches must equal."""
+    work, named, params = _trainable_copy(model, names, untie)
     u = torch.zeros(work.config.hidden_size, dtype=torch.float64, requires_grad=True)
     if kind == "ex":
         params.append(u)
@@ -284,13 +290,7 @@ def test_usage_errors(tok):
 def _plain_grm_steps(model, names, enc, *, lr, steps, yes_no, untie):
     """Adam on the named parameters with the EX-GRM's loss, the mean of -ln p(Yes | v(x,y+)) and
     -ln p(No | v(x,y-)), each read from the model's own unpadded forward of prompt + response."""
-    work = tr.copy_model(model)
-    if untie:
-        work.lm_head.weight = torch.nn.Parameter(work.lm_head.weight.detach().clone())
-    for p in work.parameters():
-        p.requires_grad_(False)
-    named = dict(work.named_parameters())
-    params = [named[n].requires_grad_(True) for n in names]
+    work, named, params = _trainable_copy(model, names, untie)
     opt = torch.optim.Adam(params, lr=lr)
 
     def verdicts(p, y):
