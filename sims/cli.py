@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from sims import atomic, inputs
-from sims.inputs import RunError, UsageError  # noqa: F401  (re-exported: sims raise these)
+from sims.inputs import RunError, ToolkitWarning, UsageError  # noqa: F401  (re-exported: sims raise these)
 
 EXIT = {"passed": 0, "check_failed": 1, "usage": 2, "run_error": 3, "internal": 4, "interrupted": 130,
         "broken_pipe": 141, "terminated": 143}
@@ -286,7 +286,7 @@ def simulation_main(name: str, config_cls, run, description: str, argv=None, mod
     def body(argv):
         config, out, force = parse(config_cls, description, argv, prog=f"python -m {module}")
         folder = plan_folder(name, out, force)
-        if hasattr(config, "seed"):
+        if getattr(config, "seed", None) is not None:   # None: a file's draw replaces the seeds
             print(f"seed {config.seed} (every flag's value is recorded in results.json)")
         t0 = time.perf_counter()
         import numpy as np

@@ -21,6 +21,11 @@ import numpy as np
 from theory.max_margin import SCALE_RANGE
 
 
+class ToolkitWarning(UserWarning):
+    """A warning of this toolkit's about the user's input: the command line shows these, each
+    once, as one `warning:` line (and no library's deprecation notices)."""
+
+
 class UsageError(ValueError):
     """Bad user input: printed as one line, exit code 2."""
 

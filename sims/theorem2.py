@@ -101,6 +101,13 @@ class Config:
             raise UsageError(f"--seed + --n-seeds must not exceed {SEED_LIMIT} (seeds are {self.seed}.."
                              f"{self.seed + self.n_seeds - 1})")
         check_device(self.device, self.backend)
+        if direction_mode(self) == "rate" and len(rate_window(self.steps, self.checkpoints)) < 2:
+            why = "--direction-check rate" if self.direction_check == "rate" else \
+                "--step-rule constant checks the direction's rate (--direction-check auto), which"
+            raise UsageError(f"{why} compares the checkpoints of the last decade of steps [T/10, T], and "
+                             f"--steps {self.steps} --checkpoints {self.checkpoints} put fewer than two there: "
+                             f"raise --checkpoints or --steps" + ("" if self.direction_check == "rate" else
+                                                                 ", or give --direction-check limit"))
         if self.representations:
             ignored = [f for f in dataclasses.fields(self)
                        if f.name in FILE_OVERRIDES and getattr(self, f.name) != f.default]
@@ -410,7 +417,7 @@ def checks(results, u_star_acc, u, u_star, data, config, per_seed_gap=None) -> l
                      "predicted": f"-> 0 (PASS if <= {config.direction_tol:g})", "measured": gap,
                      "passed": gap <= config.direction_tol, "tolerance": f"measured <= {config.direction_tol:g}"}
         if not direction["passed"]:
-            direction["hint"] = steps_hint(results["ex_rm_direction"], config)
+            direction["hint"] = steps_hint(results["ex_rm_direction"]["steps"], per_seed_gap, config)
     out.append(direction)
     out.append({"claim": "EX-RM fits the training pairs (u* separates them)", "predicted": 1.0,
                 "measured": ex["train"]["accuracy"], "passed": ex["train"]["accuracy"] == 1.0,
@@ -446,53 +453,89 @@ def checks(results, u_star_acc, u, u_star, data, config, per_seed_gap=None) -> l
     return out + [certificate_check(results)]
 
 
+def rate_window(steps: int, checkpoints: int) -> list[int]:
+    """The checkpoints the rate check compares: those of the last decade of steps [T/10, T]."""
+    return [t for t in checkpoint_steps(steps, checkpoints) if t >= max(1.0, steps / 10)]
+
+
 def rate_check(direction: dict, per_seed_gap, config) -> dict:
     """The direction check of the rate: per seed, 1 - cos(u_t, u*) falls at every checkpoint of
-    the last decade of steps [T/10, T]. Under the paper's constant step the direction converges
-    at O(1/log t) (Soudry et al. 2018): 2000 steps bring 1 - cos from about 0.06 to 0.035 on the
-    default problem, and 1e-3 would take some 10^100 steps, so the limit is out of reach but
-    the fall is not. The printed prediction is the c / log t envelope through the decade's first
-    checkpoint; it is an estimate (the iterates are still far from the asymptotic regime)."""
+    the last decade of steps [T/10, T] (Config.validate makes sure it holds two). Under the
+    paper's constant step the direction converges at O(1/log t) (Soudry et al. 2018): 2000 steps
+    bring 1 - cos from about 0.06 to 0.035 on the default problem, and 1e-3 would take some
+    10^100 steps, so the limit is out of reach but the fall is not; there the printed prediction
+    is the c / log t envelope through the decade's first checkpoint, an estimate (the iterates
+    are still far from the asymptotic regime). Under loss-normalised steps the fall is a power
+    law in t, and the check tests the same fall."""
     steps = np.asarray(direction["steps"])
     keep = steps >= max(1.0, config.steps / 10)
     t, g = steps[keep], per_seed_gap[keep]                                 # (k,), (k, S)
     t0, T = int(t[0]), int(t[-1])
     rise = float(np.max(np.diff(g, axis=0))) if t.size >= 2 else 0.0
-    envelope = f"; c / log t through step {t0} gives about {np.max(g[0]) * np.log(t0) / np.log(T):.3g} at step {T}" \
-        if t0 > 1 and T > t0 else ""
-    out = {"claim": f"EX-RM approaches the hard-margin separator u* under the constant step, slowly (O(1/log t)): "
-                    f"1 - cos(u_t, u*) falls at every checkpoint of steps {t0}..{T}, every seed",
-           "predicted": f"falls{envelope}", "measured": float(np.max(g[-1])), "largest_rise": rise,
-           "passed": bool(t.size >= 2 and rise <= 1e-12 and np.all(g[-1] < g[0])),
-           "tolerance": f"no rise above 1e-12 between checkpoints {t0}..{T} and lower at {T} than at {t0}",
-           "expected": steps_hint(direction, config)}
-    if t.size < 2:
-        out["hint"] = "the last decade of steps holds one checkpoint: raise --steps or --checkpoints"
-    return out
+    if config.step_rule == "constant":
+        how = "under the constant step, slowly (O(1/log t))"
+        envelope = f"; c / log t through step {t0} gives about {np.max(g[0]) * np.log(t0) / np.log(T):.3g} at step {T}" \
+            if t0 > 1 and T > t0 else ""
+    else:
+        how, envelope = "under loss-normalised steps", ""
+    return {"claim": f"EX-RM approaches the hard-margin separator u* {how}: 1 - cos(u_t, u*) falls at every "
+                     f"checkpoint of steps {t0}..{T}, every seed",
+            "predicted": f"falls{envelope}", "measured": float(np.max(g[-1])), "largest_rise": rise,
+            "passed": bool(t.size >= 2 and rise <= 1e-12 and np.all(g[-1] < g[0])),
+            "tolerance": f"no rise above 1e-12 between checkpoints {t0}..{T} and lower at {T} than at {t0}",
+            "expected": steps_hint(direction["steps"], per_seed_gap, config)}
 
 
-def steps_hint(direction: dict, config) -> str:
-    """How many steps the direction would need to reach --direction-tol, extrapolated from its
-    rate: a power law in t under loss-normalised steps (fitted to the last checkpoints), and
-    c / log t under the paper's constant step (Soudry et al. 2018), whose need is astronomical."""
-    t = np.asarray(direction["steps"][1:], float)
-    gap = np.asarray(direction["one_minus_cosine"][1:], float)
+def _round_up(x: float) -> int:
+    """x rounded up to two significant digits (237.2 -> 240, 12345 -> 13000): a step count to
+    suggest, not to be read to the last digit."""
+    unit = 10 ** max(0, int(math.floor(math.log10(x))) - 1)
+    return int(math.ceil(x / unit) * unit)
+
+
+def steps_hint(steps, per_seed_gap, config) -> str:
+    """How many steps the direction would need to reach --direction-tol, extrapolated from the
+    worst seed's rate (the checks measure the worst seed): a power law in t under
+    loss-normalised steps (fitted to the last checkpoints), and c / log t under the paper's
+    constant step (Soudry et al. 2018), whose need is astronomical. No extrapolation from fewer
+    than three checkpoints or under ten steps: the first steps are far from the asymptotic
+    regime (two steps fit t^-0.05 and would ask for 10^33 steps).
+    steps (k,) checkpoint steps from 0; per_seed_gap (k, S) 1 - cos(u_t, u*) there."""
+    t = np.asarray(steps[1:], float)
+    gap = np.max(np.asarray(per_seed_gap, float)[1:], axis=-1)
     ok = (t > 0) & (gap > 0)
-    t, gap = t[ok][-6:], gap[ok][-6:]
-    if config.step_rule == "constant" and t.size:
+    t, gap = t[ok], gap[ok]
+    tol = config.direction_tol
+    if not t.size:
+        return f"1 - cos(u_t, u*) is 0 at every checkpoint: it meets --direction-tol {tol:g}"
+    T = int(t[-1])
+    if gap[-1] <= tol:
+        return f"1 - cos is already {gap[-1]:.3g} at step {T}, within --direction-tol {tol:g}"
+    if config.step_rule == "constant":
         # 1 - cos ~ c / log t: reaching tol takes log t = log(t_T) * gap_T / tol
-        exponent = np.log10(np.e) * np.log(t[-1]) * gap[-1] / config.direction_tol
+        exponent = np.log10(np.e) * np.log(t[-1]) * gap[-1] / tol
         return (f"under the constant step the direction converges at O(1/log t): 1 - cos ~ c / log t with c = "
-                f"{gap[-1] * np.log(t[-1]):.3g}, so reaching {config.direction_tol:g} takes about 10^{exponent:.0f} "
+                f"{gap[-1] * np.log(t[-1]):.3g}, so reaching {tol:g} takes about 10^{exponent:.0f} "
                 f"steps; " + ("the limit check (--direction-check limit) cannot pass in feasible steps; the "
                               "default loss-normalised steps reach the limit" if direction_mode(config) == "rate" else
                               "run the default loss-normalised steps to check the limit, or --direction-check rate "
                               "to test the fall"))
-    if t.size >= 2 and gap[-1] < gap[0]:
-        slope = np.polyfit(np.log(t), np.log(gap), 1)[0]                  # gap ~ t^slope
-        need = t[-1] * (config.direction_tol / gap[-1]) ** (1 / slope)
-        return f"1 - cos was still falling as t^{slope:.2f}: about --steps {int(math.ceil(need / 1000) * 1000)} would reach {config.direction_tol:g}"
-    return "1 - cos stopped falling: the direction is not converging at this --lr"
+    if t.size < 3 or T < 10:
+        return (f"1 - cos fell from 1 at step 0 to {gap[-1]:.3g} at step {T}: too few steps to extrapolate a rate "
+                f"to {tol:g}; raise --steps")
+    t, gap = t[-6:], gap[-6:]
+    if not gap[-1] < gap[0]:
+        return (f"1 - cos did not fall over steps {int(t[0])}..{T} (it is {gap[-1]:.3g}): the direction is not "
+                f"converging at this --lr")
+    slope = np.polyfit(np.log(t), np.log(gap), 1)[0]                   # gap ~ t^slope
+    if slope > -0.01:
+        return (f"1 - cos has barely moved over steps {int(t[0])}..{T} (t^{slope:.2g}, at {gap[-1]:.3g}): the "
+                f"steps are too small to converge; raise --lr")
+    log_need = math.log10(t[-1]) + math.log10(tol / gap[-1]) / slope   # in logs: no overflow
+    if log_need > 9:
+        return (f"1 - cos was falling as t^{slope:.2f}, too slowly: reaching {tol:g} would take about "
+                f"10^{log_need:.0f} steps")
+    return f"1 - cos was still falling as t^{slope:.2f}: about --steps {_round_up(10 ** log_need)} would reach {tol:g}"
 
 
 def certificate_check(results) -> dict:

@@ -421,7 +421,7 @@ HF_CASES = [  # (argv after the subcommand's required files are filled in, what 
     (["score", "--model", "smolm2", "--pairs", "PAIRS", "--out", "o.json"], "did you mean smollm2?"),
     (["score", "--model", "tw0", "--pairs", "PAIRS", "--out", "o.json"], "no such local folder, .gguf file or short"),
     (["step", "--eta", "1e300", "--out", "o.json"], "--eta must be in [1e-30, 10000]"),
-    (["score", "--pairs", "ARRAY", "--out", "o.json"], "a JSON array file? write one object per line"),
+    (["score", "--pairs", "ARRAY", "--out", "o.json"], "a JSON array of objects: write one object per line"),
     (["score", "--pairs", "EMPTY", "--out", "o.json"], "prompt, chosen, rejected are empty"),
     (["nosuch"], "invalid choice"),
 ]

@@ -13,14 +13,14 @@ import numpy as np
 
 import sims.hf as package
 from sims import atomic, inputs
-from sims.cli import HelpFormatter, Parser, UsageError, run_cli
+from sims.cli import HelpFormatter, Parser, ToolkitWarning, UsageError, run_cli
 from sims.hf.bench import bench, load_costs, random_llama
 from sims.hf.model import load, load_tokenizer
 from sims.hf.sources import DEFAULT_MODEL, SHORT_NAMES
 from sims.hf.pairs import read_pairs
 from sims.hf.representations import analyse, load_npz, write_representations
 from sims.hf.scoring import score
-from sims.hf.step import ToolkitWarning, step
+from sims.hf.step import step
 from sims.hf.yesno import builtin_pairs
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from pathlib import Path
 
-from sims.cli import UsageError
+from sims.cli import ToolkitWarning, UsageError
 
 COLUMNS = ("prompt", "chosen", "rejected")
+# The roles chat templates know (TRL's conversational format, and Llama 3's ipython). Others
+# still render, as a header of their own name, which is rarely what a pairs file means
+# (ShareGPT's human / gpt, say), so they get a warning.
+ROLES = ("system", "user", "assistant", "tool", "developer", "ipython", "function")
 FORMATS = "JSON Lines (.jsonl, .json), Parquet (.parquet) or a folder written by datasets' save_to_disk"
 
 
@@ -41,6 +46,17 @@ def read_pairs(path: str) -> tuple[list[dict], list[str]]:
     pairs = [_check_row(f"{name}{where}", row) for where, row in rows]
     if not pairs:
         raise UsageError(f"pairs file {name!r} holds no pairs")
+    first = {}
+    for (where, _), pair in zip(rows, pairs):
+        first.setdefault(isinstance(pair["prompt"], str), f"line {where[1:]}" if where.startswith(":") else where.strip())
+    if len(first) == 2:   # nor can a datasets column hold both
+        raise UsageError(f"{name}: mixes plain-text pairs (first at {first[True]}) with conversational ones (first "
+                         f"at {first[False]}); one file holds one format")
+    unknown = sorted({m["role"] for p in pairs if not isinstance(p["prompt"], str)
+                      for k in COLUMNS for m in p[k]} - set(ROLES))
+    if unknown:
+        warnings.warn(f"{name}: message role(s) {', '.join(map(repr, unknown))} are none of {', '.join(ROLES)}; the "
+                      f"chat template renders them as headers of that name", ToolkitWarning, stacklevel=2)
     return pairs, [c for c in columns if c not in COLUMNS]
 
 
@@ -63,7 +79,9 @@ def _check_columns(where: str, columns) -> None:
 def _check_row(where: str, row) -> dict:
     """The one check every format's rows go through."""
     if not isinstance(row, dict):
-        hint = " (a JSON array file? write one object per line: JSON Lines)" if isinstance(row, list) else ""
+        # a whole JSON array of objects on one line is a .json file, not JSON Lines
+        hint = " (a JSON array of objects: write one object per line, JSON Lines)" \
+            if isinstance(row, list) and row and all(isinstance(r, dict) for r in row) else ""
         raise UsageError(f"{where}: expected an object with prompt, chosen and rejected, got "
                          f"{type(row).__name__}{hint}")
     _check_columns(where, list(row))
@@ -79,7 +97,25 @@ def _check_row(where: str, row) -> dict:
     if len(set(kinds)) != 1:
         raise UsageError(f"{where}: prompt, chosen and rejected must all be strings or all lists of "
                          f"{{role, content}} messages (got {', '.join(kinds)})")
+    if kinds[0] == "messages":
+        for k in COLUMNS:
+            for j, message in enumerate(row[k], 1):
+                _check_message(f"{where}: {k} message {j}", message)
     return {k: row[k] for k in COLUMNS}
+
+
+def _check_message(where: str, message: dict) -> None:
+    """role and content as strings: the chat template renders them as text, and a list of
+    content parts ({"type": "text", "text": ...}, the multimodal format) would reach the
+    template as a Python list, which text-only templates print or reject."""
+    if not isinstance(message["role"], str) or not message["role"]:
+        raise UsageError(f"{where}: role is {message['role']!r}; expected a string such as user or assistant")
+    content = message["content"]
+    if isinstance(content, list):
+        raise UsageError(f"{where}: content is a list of {len(content)} part(s) (the multimodal format); "
+                         f"this toolkit reads text chats: give the content as one string")
+    if not isinstance(content, str):
+        raise UsageError(f"{where}: content is {type(content).__name__} {str(content)[:40]!r}; expected a string")
 
 
 def _kind(value):
@@ -93,17 +129,24 @@ def _kind(value):
 
 def _json_lines(file: Path):
     try:
-        lines = file.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read pairs file {str(file)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        lines = file.read_bytes().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read pairs file {str(file)!r}: {exc.strerror or exc}") from None
     rows, columns = [], {}
-    for i, line in enumerate(lines, 1):
+    for i, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8-sig" if i == 1 else "utf-8")   # a byte-order mark may open the file
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{file}:{i}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                             f"JSON Lines are UTF-8") from None
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{file}:{i}: not JSON ({exc.msg})") from None
+            multi = " (one JSON document over several lines? write one object per line: JSON Lines)" \
+                if i == 1 and line.strip() in ("[", "{") else ""
+            raise UsageError(f"{file}:{i}: not JSON ({exc.msg}){multi}") from None
         columns.update(dict.fromkeys(row) if isinstance(row, dict) else {})
         rows.append((f":{i}", row))
     return list(columns), rows

@@ -6,12 +6,9 @@ import warnings
 
 import numpy as np
 
-from sims.cli import UsageError
+from sims.cli import ToolkitWarning, UsageError
 from sims.hf.model import collate, forward, head_of, pad_token_id, run_batches
 from sims.hf.pairs import encode_pairs, split_responses
-
-class ToolkitWarning(UserWarning):
-    """A warning of this toolkit's (the command line shows these, and no library's)."""
 
 
 def _sequence_logps(model, head, batches):

@@ -207,11 +207,10 @@ class _Forward:
         return _gather(self.model.base_model(**b.model_inputs()).last_hidden_state, b)
 
 
-def top_blocks_model(model, k: int):
-    """A shallow copy of the decoder stack (model.model) holding its top k blocks, sharing their
-    modules (and the final norm) with `model`: fed the input of block L-k as inputs_embeds, it
-    computes what the whole stack does. UsageError for architectures that scale inputs_embeds
-    or have no model.model.layers."""
+def check_top_blocks(model, k: int):
+    """The decoder stack (model.model) and its blocks, when `model` can run its top k blocks from
+    their cached input; UsageError for architectures that scale inputs_embeds or have no
+    model.model.layers, and for k outside 1..L. Callers check before they spend time on states."""
     import torch
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
@@ -220,12 +219,20 @@ def top_blocks_model(model, k: int):
         raise UsageError(f"top_k trains a model's top blocks from their cached input, which needs a decoder "
                          f"that feeds inputs_embeds to its first block unchanged ({', '.join(PARTIAL_FORWARD_TYPES)}); "
                          f"{type(model).__name__} ({mtype}) is not one: use the full variant")
-    L = len(layers)
-    if not 1 <= k <= L:
-        raise UsageError(f"top_k: k must be between 1 and the model's {L} blocks, got {k}")
+    if not 1 <= k <= len(layers):
+        raise UsageError(f"top_k: k must be between 1 and the model's {len(layers)} blocks, got {k}")
+    return inner, layers
+
+
+def top_blocks_model(model, k: int):
+    """A shallow copy of the decoder stack (model.model) holding its top k blocks, sharing their
+    modules (and the final norm) with `model`: fed the input of block L-k as inputs_embeds, it
+    computes what the whole stack does (check_top_blocks says which models can)."""
+    import torch
+    inner, layers = check_top_blocks(model, k)
     top = copy.copy(inner)
     top._modules = dict(inner._modules)         # its own module table; the modules themselves are shared
-    top.layers = torch.nn.ModuleList(list(layers)[L - k:])
+    top.layers = torch.nn.ModuleList(list(layers)[len(layers) - k:])
     return top
 
 

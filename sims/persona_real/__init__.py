@@ -169,21 +169,27 @@ def run(config: Config, log=print) -> dict:
     import torch
 
     from sims.hf.model import load, load_tokenizer, pad_token_id
-    from sims.hf.train import TopBlocks, TrainConfig, train
+    from sims.hf.train import TopBlocks, TrainConfig, check_top_blocks, train
     from sims.persona_real import explain
     from sims.persona_real.data import build
     from sims.persona_real.states import SharedStates, engine_uses
     t0 = time.perf_counter()
     clock = lambda: f"[{time.perf_counter() - t0:6.1f} s]"
     model, tok = load(config.model), load_tokenizer(config.model)
+    specs = config.specs()
+    settings = {s: config.settings(s) for s in specs}
+    for spec, st in settings.items():          # before the states, which hook block L-k
+        if isinstance(st["variant"], TopBlocks):
+            try:
+                check_top_blocks(model, st["variant"].k)
+            except UsageError as exc:
+                raise UsageError(f"--models {spec}: {exc}") from None
     pad = pad_token_id(tok)
     data = build(tok, persona_jsonl=config.persona_jsonl or None, n_train=config.n_train, n_test=config.n_test,
                  n_shift=config.n_shift, n_synonym_prompts=config.n_synonym_prompts)
     enc = data["enc"]
-    specs = config.specs()
     grm = any(s.startswith("grm/") for s in specs)
     verdicts = verdict_tokens(tok) if grm else None
-    settings = {s: config.settings(s) for s in specs}
     ks = {st["variant"].k for st in settings.values() if isinstance(st["variant"], TopBlocks)}
     seqs = [(p, c) for p, c, _ in enc["train"]] + [(p, r) for p, _, r in enc["train"]]
     for name in SPLITS:

