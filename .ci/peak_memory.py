@@ -1,13 +1,26 @@
-"""Peak memory of a command and every process it starts: python .ci/peak_memory.py CMD ARGS...
+"""Peak memory of a command and every process it starts:
+
+    python .ci/peak_memory.py [--record FILE] CMD ARGS...
 
 Samples the summed VmRSS of the command's process tree every 0.2 s (Linux /proc) and prints the
-peak, the wall time and the load average on stderr; exits with the command's exit code. What
-docs/tests.md states of the suite was measured with it: python .ci/peak_memory.py python -m pytest -q
+peak, the wall time and the load average on stderr; exits with the command's exit code. With
+--record FILE it also writes them as JSON (with the command's last output line, pytest's
+summary, the machine's cores and the commit measured), for pages to render. What
+docs/tests.md states of the suite is rendered from the file this writes:
+
+    python .ci/peak_memory.py --record results/suite/results.json python -m pytest -q
 """
+import datetime
+import json
 import os
+import platform
+import re
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
+
 
 def kb(pid):
     try:
@@ -19,6 +32,7 @@ def kb(pid):
         pass
     return 0
 
+
 def children(pid):
     out = []
     try:
@@ -29,6 +43,7 @@ def children(pid):
         pass
     return out
 
+
 def tree(pid):
     total, stack = 0, [pid]
     while stack:
@@ -37,11 +52,65 @@ def tree(pid):
         stack += children(p)
     return total
 
-t0 = time.time()
-p = subprocess.Popen(sys.argv[1:])
-peak = 0
-while p.poll() is None:
-    peak = max(peak, tree(p.pid))
-    time.sleep(0.2)
-print(f"TREEPEAK rc={p.returncode} peak_MB={peak/1024:.0f} wall_s={time.time()-t0:.0f} load={os.getloadavg()}", file=sys.stderr)
-sys.exit(p.returncode)
+
+def pytest_counts(line: str) -> dict:
+    """{'passed': 587, 'skipped': 4, ...} from pytest's summary line (empty for other commands)."""
+    return {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|xpassed)", line)}
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" with uncommitted changes" if dirty else "")
+
+
+def main(argv):
+    record = None
+    if argv[:1] == ["--record"]:
+        if len(argv) < 3:
+            print("usage: python .ci/peak_memory.py [--record FILE] CMD ARGS...", file=sys.stderr)
+            return 2
+        record, argv = Path(argv[1]), argv[2:]
+    if not argv:
+        print("usage: python .ci/peak_memory.py [--record FILE] CMD ARGS...", file=sys.stderr)
+        return 2
+    measured = commit()
+    load0, t0 = os.getloadavg(), time.time()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1)
+    last = [""]
+
+    def forward():   # the command's output as it comes, keeping its last line for the record
+        for line in p.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if line.strip():
+                last[0] = line.strip()
+    reader = threading.Thread(target=forward, daemon=True)
+    reader.start()
+    peak = 0
+    while p.poll() is None:
+        peak = max(peak, tree(p.pid))
+        time.sleep(0.2)
+    reader.join()
+    wall, load1 = time.time() - t0, os.getloadavg()
+    print(f"TREEPEAK rc={p.returncode} peak_MB={peak / 1024:.0f} wall_s={wall:.0f} load={load1}", file=sys.stderr)
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.tmp")
+        tmp.write_text(json.dumps({
+            "command": argv, "exit_code": p.returncode, "peak_mib": round(peak / 1024),
+            "peak_gib": peak / 1024 ** 2, "wall_seconds": wall, "minutes": divmod(round(wall), 60)[0],
+            "seconds": divmod(round(wall), 60)[1], "load_average_start": load0[0], "load_average_end": load1[0],
+            "last_line": last[0], "counts": pytest_counts(last[0]), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "commit": measured,
+            "date": datetime.date.today().isoformat()}, indent=2, sort_keys=True) + "\n")
+        tmp.replace(record)
+    return p.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -40,7 +40,9 @@ from sims.inputs import UsageError, check_memory, read_npz, real_matrix, token_i
 SPLITS = ("train", "seen_tokens", "unseen_tokens")
 FIELDS = ("h_prompt", "h_chosen", "h_rejected", "y_chosen", "y_rejected")
 # every array a file may hold: sims.hf representations also writes shifted_* (kept for analyse)
-KNOWN_KEYS = tuple(f"{s}_{k}" for s in (*SPLITS, "shifted") for k in FIELDS) + ("U_ref",)
+# and each split's response lengths, S_n_tokens_chosen / _rejected (read by neither; no near miss)
+KNOWN_KEYS = tuple(f"{s}_{k}" for s in (*SPLITS, "shifted")
+                   for k in (*FIELDS, "n_tokens_chosen", "n_tokens_rejected")) + ("U_ref",)
 
 
 def near_misses(keys) -> dict:

@@ -71,17 +71,22 @@ class Config:
     init_scale: float = field(1.0, "scale of the reference unembedding U_ref = U(0)", NONNEGATIVE_FINITE)
     beta: float = field(0.1, "IM-RM temperature beta (IM-RM steps use lr / beta^2: outside [1e-8, 1e8] they "
                         "overflow or vanish)", in_range(1e-8, 1e8))
-    lr: float = field(1.0, "learning rate eta (IM-RM steps use eta / beta^2)", POSITIVE_FINITE)
+    lr: float = field(1.0, "learning rate eta (IM-RM steps use eta / beta^2); in [1e-6, 1e12]: below, the rewards "
+                      "shrink towards the 1e-8 that the normalised margin adds to their std (the official "
+                      "convention) and float32 rounds the IM-RM's steps away; above, margins approach overflow",
+                      in_range(1e-6, 1e12))
     steps: int = field(2000, "gradient steps", POSITIVE)
     step_rule: str = field("normalized", f"step size rule: {' or '.join(STEP_RULES)} (sims/training.py)",
                            one_of(*STEP_RULES))
-    direction_tol: float = field(1e-3, "PASS threshold for 1 - cos(u_T, u*) (the limit check)", POSITIVE_FINITE)
+    direction_tol: float = field(1e-3, "PASS threshold for 1 - cos(u_T, u*) (the limit check); below 2, which "
+                                 "1 - cos never exceeds", (lambda v: 0 < v < 2, "must be in (0, 2)"))
     direction_check: str = field("auto", "what the EX-RM direction check tests: limit (1 - cos(u_T, u*) <= "
                                  "--direction-tol), rate (1 - cos falls at every checkpoint of the last decade "
                                  "of steps, as the O(1/log t) convergence of the constant step does long before "
                                  "it reaches any small tolerance), or auto (limit under normalized steps, rate "
                                  "under constant)", one_of(*DIRECTION_CHECKS))
-    checkpoints: int = field(40, "log-spaced evaluation steps", POSITIVE)
+    checkpoints: int = field(40, "log-spaced evaluation steps: about this many distinct steps, at most --steps, "
+                             "plus step 0 and the last", POSITIVE)
     ties: str = field("half", "how a tie counts in accuracy: half (the paper's code) or zero (TRL, RewardBench, "
                       "OpenRLHF)", one_of(*TIES))
     representations: str = field("", "an .npz of hidden representations (format: docs/representations.md); "

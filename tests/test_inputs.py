@@ -105,7 +105,7 @@ FILE_CASES = [  # (file, what the one line must say)
 FLAG_CASES = [  # (cli, argv, what the one line must say)
     ("theorem2", ["--seed", "-1"], "--seed must be in 0 .."),
     ("theorem2", ["--seed", "4294967295", "--n-seeds", "2"], "--seed + --n-seeds"),
-    ("theorem2", ["--lr", "0"], "--lr must be a finite number > 0"),
+    ("theorem2", ["--lr", "0"], "--lr must be in [1e-06, 1e+12]"),
     ("theorem2", ["--beta", "nan"], "--beta must be in"),
     ("theorem2", ["--beta", "inf"], "--beta must be in"),
     ("theorem2", ["--dim", "-3"], "--dim must be > 0"),
@@ -417,7 +417,8 @@ HF_CASES = [  # (argv after the subcommand's required files are filled in, what 
     (["theorem2", "--train-per-topic", "24"], "--train-per-topic must be in [1, 23]"),
     (["step", "--n-builtin", "0", "--out", "o.json"], "--n-builtin must be in [1, 96]"),
     (["step", "--eval", "PAIRS", "--gguf-file", "x.gguf", "--out", "o.json"], "--gguf-file"),
-    (["score", "--model", "FILE", "--pairs", "PAIRS", "--out", "o.json"], "no such folder"),
+    (["score", "--model", "FILE", "--pairs", "PAIRS", "--out", "o.json"], "a file, not a model"),
+    (["score", "--tokenizer", ".", "--pairs", "PAIRS", "--out", "o.json"], "the folder holds none of tokenizer.json"),
     (["score", "--model", "smolm2", "--pairs", "PAIRS", "--out", "o.json"], "did you mean smollm2?"),
     (["score", "--model", "tw0", "--pairs", "PAIRS", "--out", "o.json"], "no such local folder, .gguf file or short"),
     (["step", "--eta", "1e300", "--out", "o.json"], "--eta must be in [1e-30, 10000]"),

@@ -152,6 +152,9 @@ def body(argv=None) -> int:
     if args.command in ("bench", "theorem2") and args.out and Path(args.out).suffix == ".json":
         print(f"warning: --out {args.out}: {args.command} writes a results folder (results.json, run.json inside "
               f"it), so {args.out} will be a folder", file=sys.stderr)
+    if args.command == "representations" and Path(args.out).suffix != ".npz":
+        print(f"warning: --out {args.out}: representations writes a NumPy .npz archive, whatever the name; "
+              f"name it .npz", file=sys.stderr)
     inputs.check_environment()      # RMGAP_THREADS, read as a number by theory/threads.py
     if args.command == "bench":
         return _bench_main(args, argv)
@@ -176,6 +179,9 @@ def body(argv=None) -> int:
         if not (args.heldout or args.shifted):
             raise UsageError("give --heldout, --shifted or both (the file needs a seen_tokens split)")
         if args.analyse:
+            if out.suffix == ".json":
+                raise UsageError(f"--out {args.out}: --analyse writes its analysis to {out.with_suffix('.json')}, "
+                                 f"the same file; name --out .npz")
             inputs.check_out_file(str(out.with_suffix(".json")), args.force)
     if args.command == "step":
         inputs.check_number("n-builtin", args.n_builtin, inputs.in_range(1, 96))
@@ -197,13 +203,13 @@ def body(argv=None) -> int:
     elif args.command == "representations":
         sets = {k: files.get(k) for k in ("train", "heldout", "shifted")}
         arrays, notes = write_representations(model, tok, **sets, eos=args.eos, unembedding=args.unembedding, **common)
+        result = analyse(arrays) if args.analyse else None     # before writing: a failed analysis leaves no .npz
         with atomic.file(out) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         for n in notes:
             print(f"note: {n}")
         print(f"representations: {out}  (python -m sims.theorem2 --representations {out})")
-        if args.analyse:
-            result = analyse(arrays)
+        if result is not None:
             js = _out(str(out.with_suffix(".json")), args.force)
             _write_json(js, {"source": str(out), **result})
             _print_analysis(result)

@@ -38,11 +38,18 @@ def load(name: str, *, dtype: str = "float32", device: str = "cpu", gguf_file: s
 
 def load_tokenizer(name: str, gguf_file: str | None = None, what: str = "--tokenizer"):
     folder = resolve(name, gguf_file, what)
+    from pathlib import Path
+
     from transformers import AutoTokenizer
+    files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if Path(folder).is_dir() and not any((Path(folder) / f).is_file() for f in files):
+        raise UsageError(f"cannot load tokenizer {name!r}: the folder holds none of {', '.join(files)}")
     try:
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}{_not_local(name)}") from None
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())   # its cause is on line 2
+        text = text if len(text) <= 300 else text[:297] + "..."
+        raise UsageError(f"cannot load tokenizer {name!r}: {text}{_not_local(name)}") from None
 
 
 def _not_local(name: str) -> str:

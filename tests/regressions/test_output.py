@@ -84,6 +84,14 @@ CASES = {  # name -> (argv builder, exit code, stream, substrings, substrings th
                  ["--lr", "would reach"], True),
     "two_steps": (lambda p: [*TINY, "--steps", "2"], 1, "out", ["too few steps to extrapolate a rate"],
                   ["--lr", "would reach"], True),
+    # the fourth trial: a tolerance 1 - cos cannot exceed made the check vacuous; the response
+    # lengths sims.hf representations writes were warned as near misses of y_chosen / y_rejected
+    "direction_tol_vacuous": (lambda p: [*TINY, "--direction-tol", "5"], 2, "err",
+                              ["--direction-tol must be in (0, 2)"], [], False),
+    "toolkit_keys_no_near_miss": (lambda p: ["--representations", _file(
+        p, "lengths", **{f"{s}_n_tokens_{c}": (lambda a, s=s: np.ones(len(a[f"{s}_y_chosen"]), dtype=np.int64))
+                         for s in ("train", "seen_tokens", "unseen_tokens") for c in ("chosen", "rejected")}),
+        "--steps", "50"], 0, "err", [], ["warning", "did you mean"], True),
     "tiny_lr": (lambda p: [*TINY, "--lr", "1e-6"], 1, "out",
                 ["1 - cos has barely moved", "the steps are too small to converge; raise --lr"], ["10^inf"], True),
 }

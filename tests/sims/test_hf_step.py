@@ -13,6 +13,7 @@ import torch
 
 pytest.importorskip("transformers")
 from sims import hf  # noqa: E402
+from sims.cli import UsageError  # noqa: E402
 from tests.sims import hf_tiny as T  # noqa: E402
 
 BETA = 0.5
@@ -183,3 +184,24 @@ def test_cli_step_and_bad_input(tok, tmp_path, capsys):
         assert hf.main(argv) == 2, argv
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), (argv, lines)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_identical_training_pairs_move_nothing(tok, tied):
+    """From the third fresh-user trial: a training pair with chosen == rejected has a DPO
+    gradient of exactly 0, but computed it was 1e-18 noise that `step` counted as responses
+    moving the wrong way. The step on the mean over B pairs, one of them identical, is the step
+    on the other B - 1 with eta scaled by (B - 1) / B; every pair identical is refused."""
+    m = T.model("llama", tied=tied, seed=0, dtype=torch.float64)
+    ref = T.model("llama", tied=tied, seed=1, dtype=torch.float64)
+    same = {**T.PAIRS[0], "rejected": T.PAIRS[0]["chosen"]}
+    B, eta = len(T.PAIRS) + 1, 1e-2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                   # the tied-embeddings notice
+        mixed = hf.step(m, ref, tok, [same, *T.PAIRS], T.PARAPHRASES, beta=BETA, eta=eta)
+        plain = hf.step(m, ref, tok, T.PAIRS, T.PARAPHRASES, beta=BETA, eta=eta * (B - 1) / B)
+        assert mixed["identical_training_pairs"] == 1 and mixed["eta"] == eta and mixed["n_train"] == B
+        np.testing.assert_allclose([r["delta_r_im"] for r in mixed["responses"]],
+                                   [r["delta_r_im"] for r in plain["responses"]], rtol=1e-12, atol=0)
+        with pytest.raises(UsageError, match="every training pair has chosen == rejected"):
+            hf.step(m, ref, tok, [same], T.PARAPHRASES, beta=BETA, eta=eta)
