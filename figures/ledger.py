@@ -4,7 +4,8 @@ A measured number is written inline between two markers:
 
     <!--=NAME:path.to.value:FMT-->0.500<!--/-->
 
-NAME is a canonical run (results/NAME/results.json); a path that starts with `run.json:` reads
+NAME is a canonical run (results/NAME/results.json) or a measurement of the tree (MEASUREMENTS,
+the same layout); a path that starts with `run.json:` reads
 results/NAME/run.json (wall times). The path indexes dicts by key and lists by position
 (`checks.2.measured`); FMT is a Python format spec (`.3f`, `.2e`, `,.0f`), or `status`
 (PASS / FAIL / INFO for a check's `passed`), or empty (str()). `render` rewrites the text
@@ -22,6 +23,11 @@ from figures import RESULTS, ROOT
 # Every page of docs/ is rendered and drift-checked like the README: a long section moved there
 # keeps its numbers tied to their runs (a page without markers renders as itself).
 DOCUMENTS = (ROOT / "README.md", ROOT / "paper_checks.md", *sorted((ROOT / "docs").glob("*.md")))
+# Measurements of the whole tree rather than runs of one module: the test suite's peak memory and
+# time. No code hash can say when they are stale (every file counts), so each records the commit
+# it measured, which tests/test_ledger.py asks to be in the history of the tree that cites it;
+# they are remeasured by hand, with the command given, when the suite changes much.
+MEASUREMENTS = {"suite": "python .ci/peak_memory.py --record results/suite/results.json python -m pytest -q"}
 # The path may hold ':' (keys such as "ex/top_k:1"); the format spec, when given, is what follows
 # the path's last ':' (format specs hold no ':').
 MARKER = re.compile(r"<!--=(?P<name>[\w-]+):(?P<path>(?:run\.json:)?[^>]+?)(?::(?P<fmt>[^:>]*))?-->"

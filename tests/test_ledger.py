@@ -35,7 +35,8 @@ def test_drift_names_the_page_and_the_number(tmp_path):
 
 def test_every_canonical_run_is_cited_committed_and_fresh():
     cited = set().union(*(ledger.runs_cited(doc) for doc in ledger.DOCUMENTS))
-    assert cited <= set(RUNS), f"markers cite runs that are not canonical: {cited - set(RUNS)}"
+    known = set(RUNS) | set(ledger.MEASUREMENTS)
+    assert cited <= known, f"markers cite runs that are not canonical: {cited - known}"
     stale = {name: status(name) for name in RUNS if status(name) != "fresh"}
     assert not stale, f"run `python -m figures` (it reruns these): {stale}"
 
@@ -94,3 +95,20 @@ def test_no_document_points_outside_the_repository():
         for path in re.findall(r"(?:\.\./)+[^\s)`'\"<>|]*", doc.read_text()):
             assert (doc.parent / path).resolve().is_relative_to(ROOT), \
                 f"{doc.relative_to(ROOT)} refers to {path}, outside the repository"
+
+
+@pytest.mark.parametrize("name", sorted(ledger.MEASUREMENTS))
+def test_measurements_record_their_command_and_a_commit_of_this_history(name):
+    """A measurement of the tree (the suite's memory and time) says what it ran and on which
+    commit; that commit is an ancestor of the checkout, so the numbers come from this history."""
+    import subprocess
+    path = RESULTS / name / "results.json"
+    if not path.is_file():   # the measuring run itself, before its first record (a page citing it fails drift)
+        pytest.skip(f"results/{name} not measured yet: {ledger.MEASUREMENTS[name]}")
+    r = json.loads(path.read_text())
+    assert " ".join(r["command"]) in ledger.MEASUREMENTS[name] and r["exit_code"] == 0
+    commit = r["commit"].split()[0]
+    git = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", commit, "HEAD"], capture_output=True)
+    if git.returncode == 128:   # no git, or a shallow clone that lacks the commit's object
+        pytest.skip(f"cannot look {commit} up in this checkout: {git.stderr.decode().strip()[:80]}")
+    assert git.returncode == 0, f"results/{name} measured {commit}, which is not in this checkout's history"
