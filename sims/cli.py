@@ -73,9 +73,20 @@ def validate(config) -> None:
         inputs.check_memory(estimate(), "this run", getattr(config, "device", "cpu"))
 
 
+# Flags whose value is a file a command reads: an --out naming one of them would have the
+# results replace it (with --force), so every command's parser refuses that.
+INPUT_FLAGS = ("representations", "pairs", "train", "heldout", "shifted", "eval", "persona_jsonl")
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one clear line instead of usage + message
         raise UsageError(f"{message} (see --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        # subcommands' parsers are reached through parse_known_args: this runs once, on the whole
+        ns = super().parse_args(args, namespace)
+        inputs.check_not_an_input(getattr(ns, "out", None), {inputs.flag(k): getattr(ns, k, None) for k in INPUT_FLAGS})
+        return ns
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -300,6 +300,18 @@ def check_results_finite(results: dict, where: str = "results") -> None:
     walk(results, where)
 
 
+def check_not_an_input(out, sources: dict, flag_name: str = "--out") -> None:
+    """--out must not name a file the command reads (--force would write the results over it):
+    sources maps a flag to the path it gave (None when not given)."""
+    if not out:
+        return
+    target = Path(out).expanduser().resolve()
+    for flag_given, src in sources.items():
+        if src and Path(src).expanduser().resolve() == target:
+            raise UsageError(f"{flag_name} {out} is the file {flag_given} reads: the results would replace it; "
+                             f"give another {flag_name}")
+
+
 def check_out_file(out: str, force: bool, flag_name: str = "--out") -> Path:
     """--out names a file that can be written: not a folder, not existing unless `force`, its
     folder creatable (probed, as for check_out). Nothing is created."""

@@ -178,3 +178,21 @@ def test_representations_out_json_with_analyse_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: --out") and "the same file; name --out .npz" in err[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+def test_out_naming_an_input_is_refused_even_with_force(tmp_path, capsys):
+    """From the fifth trial: `analyse --representations r.npz --out r.npz --force` replaced the
+    user's archive with JSON. Every command's parser (sims.cli.Parser) now refuses an --out that
+    is a file the command reads, however the path is spelt."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "r.npz", train_h_chosen=rng.standard_normal((10, 8)) + 1,
+             train_h_rejected=rng.standard_normal((10, 8)) - 1)
+    before = (tmp_path / "r.npz").read_bytes()
+    code = hf_cli.main(["analyse", "--representations", str(tmp_path / "r.npz"),
+                        "--out", str(tmp_path / "sub" / ".." / "r.npz"), "--force"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is the file --representations reads" in err[0]
+    pairs = _jsonl(tmp_path / "p.jsonl", [{"prompt": "Is the sky blue? ", "chosen": "Yes", "rejected": "No"}])
+    assert hf_cli.main(["score", "--pairs", pairs, "--out", pairs, "--force"]) == 2
+    assert "is the file --pairs reads" in capsys.readouterr().err
+    assert (tmp_path / "r.npz").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "r.npz"]
