@@ -65,8 +65,9 @@ def test_boolean_hidden_states_are_refused_by_analyse_and_theorem2(tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz"]
 
 
-# From the third fresh-user trial: pairs files that reached the chat template (exit 4) or that
-# read as something they are not. Each: exit 2 naming the file and the line or row, or a warning.
+# From the second fresh-user trial (left open by the last stop) and the third: pairs files that
+# reached the chat template (exit 4) or that read as something they are not. Each: exit 2 naming
+# the file and the line or row, or a warning.
 
 def _chat(role, content):
     return [{"role": role, "content": content}]
@@ -86,7 +87,7 @@ BAD_PAIRS = {   # name -> (lines of the .jsonl file as bytes, substrings of the 
     "array_of_objects": ([[GOOD_CHAT, GOOD_CHAT]], [":1: expected an object", "a JSON array of objects"]),
     "array_of_strings": ([["a", "b", "c"]], [":1: expected an object with prompt, chosen and rejected, got list"]),
     "pretty_printed": ([b"[", b"  {}", b"]"], [":1: not JSON", "one JSON document over several lines?"]),
-    # the fourth trial: a lone surrogate escape reached the tokenizer (exit 4); a repeated key
+    # the third trial: a lone surrogate escape reached the tokenizer (exit 4); a repeated key
     # silently kept its last value; the implicit-prompt and empty-list cases named no cause
     "lone_surrogate": ([b'{"prompt": "Q \\ud800", "chosen": " yes", "rejected": " no"}'],
                        [":1: prompt holds '\\ud800' at character 3, a lone UTF-16 surrogate"]),
@@ -181,7 +182,7 @@ def test_representations_out_json_with_analyse_is_refused(tmp_path, capsys):
 
 
 def test_out_naming_an_input_is_refused_even_with_force(tmp_path, capsys):
-    """From the fifth trial: `analyse --representations r.npz --out r.npz --force` replaced the
+    """From the fourth trial: `analyse --representations r.npz --out r.npz --force` replaced the
     user's archive with JSON. Every command's parser (sims.cli.Parser) now refuses an --out that
     is a file the command reads, however the path is spelt."""
     rng = np.random.default_rng(0)

@@ -64,7 +64,7 @@ CASES = {  # name -> (argv builder, exit code, stream, substrings, substrings th
                              "--direction-check rate"], [], True),
     "bad_direction_check": (lambda p: [*TINY, "--direction-check", "fast"], 2, "err",
                             ["--direction-check must be one of"], [], False),
-    # from the third trial: the rate check under the default steps names those steps, and a
+    # from the second trial: the rate check under the default steps names those steps, and a
     # tolerance already met is said as met (it was "about --steps 1000 would reach 0.001")
     "rate_normalized": (lambda p: [*TINY, "--direction-check", "rate"], 0, "out",
                         ["u* under loss-normalised steps: 1 - cos(u_t, u*) falls"],
@@ -84,7 +84,7 @@ CASES = {  # name -> (argv builder, exit code, stream, substrings, substrings th
                  ["--lr", "would reach"], True),
     "two_steps": (lambda p: [*TINY, "--steps", "2"], 1, "out", ["too few steps to extrapolate a rate"],
                   ["--lr", "would reach"], True),
-    # the fourth trial: a tolerance 1 - cos cannot exceed made the check vacuous; the response
+    # the third trial: a tolerance 1 - cos cannot exceed made the check vacuous; the response
     # lengths sims.hf representations writes were warned as near misses of y_chosen / y_rejected
     "direction_tol_vacuous": (lambda p: [*TINY, "--direction-tol", "5"], 2, "err",
                               ["--direction-tol must be in (0, 2)"], [], False),
