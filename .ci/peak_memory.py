@@ -78,9 +78,19 @@ def main(argv):
     if not argv:
         print("usage: python .ci/peak_memory.py [--record FILE] CMD ARGS...", file=sys.stderr)
         return 2
+    if record is not None:   # before the command: a 4-minute suite is not run for a record it cannot write
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: --record {record}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     measured = commit()
     load0, t0 = os.getloadavg(), time.time()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1)
+    except OSError as exc:   # a command that does not exist or cannot run: one line, the shell's 127
+        print(f"error: cannot run {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127
     last = [""]
 
     def forward():   # the command's output as it comes, keeping its last line for the record
@@ -99,7 +109,6 @@ def main(argv):
     wall, load1 = time.time() - t0, os.getloadavg()
     print(f"TREEPEAK rc={p.returncode} peak_MB={peak / 1024:.0f} wall_s={wall:.0f} load={load1}", file=sys.stderr)
     if record is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
         tmp = record.with_name(f".{record.name}.tmp")
         tmp.write_text(json.dumps({
             "command": argv, "exit_code": p.returncode, "peak_mib": round(peak / 1024),
