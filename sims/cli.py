@@ -9,7 +9,8 @@ not the user's fault (one line `error: ...`); 4 a bug in rmgap (one line); 130 i
 went on quietly and its results were written. Every input is checked by sims/inputs.py before
 anything is allocated.
 
-A run writes results.json (deterministic: the same seed gives the same bytes), arrays.npz
+A run writes results.json (deterministic: the same seed gives the same bytes on one machine;
+across processors, results agree to their stated tolerances: docs/tests.md), arrays.npz
 (vectors a user may reuse, e.g. u*), run.json (wall times, argv, the hash of the code that
 ran, the versions of Python and the libraries) and its figure. All or nothing (sims/atomic.py):
 they are written into a hidden sibling folder renamed into place at the end, so an interrupt,
@@ -139,6 +140,10 @@ def plan_folder(name: str, out: str | None, force: bool) -> Path:
         return Path(out)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{name}-{stamp}"
+    k = 1
+    while base.with_name(f"{base.name}-{k}" if k > 1 else base.name).exists():   # two runs in one second
+        k += 1
+    base = base.with_name(f"{base.name}-{k}" if k > 1 else base.name)
     inputs.check_out(str(base), False)
     return base
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sims import (bench_busy, bench_dynamics, bench_eq5, bench_gd, bench_max_margin, dynamics, hamiltonian,
                   inputs, persona, theorem1, theorem2)
 from sims.representations import load_pairs
+from tests.helpers import error_line
 
 CLIS = {"theorem2": theorem2.main, "dynamics": dynamics.main, "theorem1": theorem1.main,
         "hamiltonian": hamiltonian.main, "bench_gd": bench_gd.main, "bench_eq5": bench_eq5.main,
@@ -190,10 +191,9 @@ OUT_CASES = ["under_a_file", "proc", "nonempty", "empty_name", "too_long"]
 
 
 def _one_line_exit_2(code, capsys, needle):
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert needle in err, err
+    assert needle in error_line(err), err
 
 
 @pytest.fixture
@@ -295,8 +295,7 @@ def test_unexpected_exception_is_one_line_exit_4(capsys, monkeypatch):
     def boom(argv):
         raise KeyError("a bug")
     assert cli.run_cli(boom, []) == 4
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: internal error") and len(err.splitlines()) == 1
+    assert error_line(capsys.readouterr().err).startswith("error: internal error")
     monkeypatch.setenv("RMGAP_TRACEBACK", "1")
     with pytest.raises(KeyError):
         cli.run_cli(boom, [])
@@ -323,7 +322,7 @@ def test_no_traceback_end_to_end(tmp_path):
                  ["figures", "no-such-figure"]):
         done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
-        assert done.stderr.startswith("error:") and len(done.stderr.strip().splitlines()) == 1
+        error_line(done.stderr)
         assert not (tmp_path / "runs").exists()
 
 
@@ -384,8 +383,8 @@ def test_loader_rejects_generated_bad_arrays(tmp_path, capsys, key, bad, seed):
     assert "\n" not in str(info.value)
     out = tmp_path / f"o-{seed}"
     code = theorem2.main(["--representations", str(path), "--out", str(out)])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error:") and len(err.splitlines()) == 1
+    assert code == 2
+    error_line(capsys.readouterr().err)
     assert not out.exists()
 
 

@@ -52,23 +52,93 @@ def test_marker_syntax_and_errors(tmp_path):
         ledger.render("<!--=nosuchrun:a-->?<!--/-->")
 
 
-def _close(a, b, path=""):
-    """Equal up to rounding. Identical code and seed give identical bytes on one machine; another
-    BLAS or thread count reorders sums (~1e-16 relative), which loss-normalised GD amplifies up to
-    ~2e-9 over 2000 steps (tests/sims/test_training.py). So floats agree to 1e-6 relative, and
-    values that are themselves rounding noise (tie margins, KKT residuals, ~1e-14) to 1e-12 absolute."""
-    if isinstance(a, dict):
+# Quantities that are rounding noise, not results. Their digits are whatever one processor's
+# kernels (AVX-512 or AVX2 BLAS, torch's vectorised log-softmax) happened to round, so each is
+# held to the bound its code promises, never to the committed number. A bound is a number (the
+# check's own tolerance: |value| <= bound) or the path of the check whose `passed` states the
+# promise (a check's `passed` is a result, compared exactly). Patterns are fnmatch globs on paths.
+from theory.max_margin import CERTIFICATE_TOL as _KKT   # the check "u* is certified"
+ROUNDING = {
+    "theorem2": {
+        "im_rm_unseen_margin_change_over_tie_tolerance": 1.0,          # within the tie tolerance
+        "im_rm_unseen_max_abs_margin_change": "checks.4.passed",
+        "checks.4.measured": "checks.4.passed",
+        "checks.4.tolerance": "checks.4.passed",                       # it quotes the largest ratio
+        # every unseen pair is a tie, so their margins (and the margins' mean) are tie-sized noise
+        "models.im_rm.unseen_tokens.mean_margin": "checks.3.passed",
+        "models.im_rm.unseen_tokens.normalised_margin": "checks.3.passed",
+        "models.im_rm.unseen_tokens.per_seed.mean_margin.*": "checks.3.passed",
+        "models.im_rm.unseen_tokens.per_seed.normalised_margin.*": "checks.3.passed",
+        "checks.6.measured": _KKT,
+        "max_margin.certificate_worst": _KKT,
+        "max_margin.certificate_max.*": _KKT,
+    },
+    "dynamics": {
+        "checks.0.measured": 64,                                        # eps units (sims.dynamics)
+        "random_model.ex_rm.max_error_in_eps_units": 64,
+        "checks.1.measured": 1e-10,                                     # relative to the tangent
+        "random_model.im_rm.max_error_vs_tangent_relative": 1e-10,
+    },
+    "theorem1": {
+        "checks.5.measured": 1e-9,                                      # max |log error|
+        "conditionals_max_log_error": 1e-9,
+        "margin_max_error": 2e-9,                                       # 1e-9 x (1 + delta)
+    },
+}
+
+def _rounding_bound(name: str, path: str):
+    from fnmatch import fnmatchcase
+    return next((b for pat, b in ROUNDING.get(name, {}).items() if fnmatchcase(path, pat)), None)
+
+
+def _get(tree, path: str):
+    for key in path.split("."):
+        tree = tree[int(key)] if isinstance(tree, list) else tree[key]
+    return tree
+
+
+def _close(name, a, b, fresh=None, path=""):
+    """`a` (fresh) agrees with `b` (committed). Identical code and seed give identical bytes on one
+    machine (docs/tests.md); another processor's kernels reorder and fuse sums (~1e-16 relative),
+    which loss-normalised GD amplifies to ~2e-9 over 2000 steps (tests/sims/test_training.py), so
+    results agree to 1e-6 relative. Rounding noise is held to its bound (ROUNDING), not compared."""
+    fresh = a if fresh is None else fresh
+    bound = _rounding_bound(name, path.lstrip("."))
+    if bound is not None:
+        if isinstance(bound, str):
+            assert _get(fresh, bound) is True, f"{path}: rounding noise whose bound is {bound}, which is False"
+        else:
+            assert isinstance(a, (int, float)) and abs(a) <= bound, f"{path}: {a} exceeds its rounding bound {bound}"
+    elif isinstance(a, dict):
         assert a.keys() == b.keys(), path
         for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
+            _close(name, a[k], b[k], fresh, f"{path}.{k}")
     elif isinstance(a, list):
         assert len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{path}.{i}")
+            _close(name, x, y, fresh, f"{path}.{i}")
     elif isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
-        assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12), f"{path}: {a} vs {b}"
+        assert math.isclose(a, b, rel_tol=1e-6), f"{path}: {a} vs {b}"
     else:
         assert a == b, f"{path}: {a!r} vs {b!r}"
+
+
+def test_rounding_noise_is_held_to_its_bound_not_its_digits():
+    """A noise value that differs from the committed one passes within its bound, fails above it;
+    a result that differs fails. (A noise value missing from ROUNDING shows up in CI's second pass,
+    under another instruction set.)"""
+    committed = {"im_rm_unseen_margin_change_over_tie_tolerance": 0.0125, "checks": [{"passed": True}] * 7,
+                 "models": {"im_rm": {"unseen_tokens": {"accuracy": 0.5}}}}
+    other = json.loads(json.dumps(committed))
+    other["im_rm_unseen_margin_change_over_tie_tolerance"] = 0.9
+    _close("theorem2", other, committed)
+    other["im_rm_unseen_margin_change_over_tie_tolerance"] = 1.5
+    with pytest.raises(AssertionError, match="exceeds its rounding bound"):
+        _close("theorem2", other, committed)
+    other["im_rm_unseen_margin_change_over_tie_tolerance"] = 0.0125
+    other["models"]["im_rm"]["unseen_tokens"]["accuracy"] = 0.51
+    with pytest.raises(AssertionError, match="accuracy: 0.51 vs 0.5"):
+        _close("theorem2", other, committed)
 
 
 @pytest.mark.parametrize("name", [n for n, r in RUNS.items() if r.fast])
@@ -77,7 +147,7 @@ def test_fast_runs_reproduce_their_committed_results(name, tmp_path):
     run = RUNS[name]
     importlib.import_module(run.module).main([*run.argv, "--out", str(tmp_path / "out")])
     fresh = json.loads((tmp_path / "out/results.json").read_text())
-    _close(fresh, json.loads((RESULTS / name / "results.json").read_text()))
+    _close(name, fresh, json.loads((RESULTS / name / "results.json").read_text()))
 
 
 @pytest.mark.parametrize("name", list(DRAWN))

@@ -11,6 +11,7 @@ from sims.cli import ToolkitWarning, UsageError
 
 pytest.importorskip("transformers")
 from sims.hf import cli as hf_cli  # noqa: E402
+from tests.helpers import error_line
 
 
 def test_analyse_names_a_split_whose_arrays_disagree_in_shape(tmp_path, capsys):
@@ -19,8 +20,7 @@ def test_analyse_names_a_split_whose_arrays_disagree_in_shape(tmp_path, capsys):
              train_h_rejected=rng.standard_normal((10, 8)) - 1,
              seen_tokens_h_chosen=rng.standard_normal((5, 6)), seen_tokens_h_rejected=rng.standard_normal((5, 8)))
     code = hf_cli.main(["analyse", "--representations", str(tmp_path / "r.npz"), "--out", str(tmp_path / "a.json")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "seen_tokens_h_chosen has shape (5, 6)" in err[0]
+    assert code == 2 and "seen_tokens_h_chosen has shape (5, 6)" in error_line(capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npz"]
 
 
@@ -123,8 +123,7 @@ def test_content_parts_reach_no_chat_template_from_the_cli(tmp_path, capsys):
     """The case that reached exit 4 (a TypeError inside the chat template), through the CLI."""
     path = _jsonl(tmp_path / "p.jsonl", BAD_PAIRS["content_parts"][0])
     code = hf_cli.main(["score", "--pairs", path, "--out", str(tmp_path / "s.json")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "content is a list of 1 part(s)" in err[0]
+    assert code == 2 and "content is a list of 1 part(s)" in error_line(capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
 
 
@@ -146,8 +145,8 @@ def test_persona_real_top_k_beyond_the_models_blocks(spec, tmp_path, capsys):
     it is now refused once the model has loaded, before any state is computed."""
     from sims import persona_real
     assert persona_real.main(["--models", spec, "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: --models {spec}: top_k: k must be between 1 and the model's 30 blocks, got {spec.split(':')[1]}"]
+    assert error_line(capsys.readouterr().err) == \
+        f"error: --models {spec}: top_k: k must be between 1 and the model's 30 blocks, got {spec.split(':')[1]}"
     assert not (tmp_path / "o").exists()
 
 
@@ -191,8 +190,7 @@ def test_out_naming_an_input_is_refused_even_with_force(tmp_path, capsys):
     before = (tmp_path / "r.npz").read_bytes()
     code = hf_cli.main(["analyse", "--representations", str(tmp_path / "r.npz"),
                         "--out", str(tmp_path / "sub" / ".." / "r.npz"), "--force"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "is the file --representations reads" in err[0]
+    assert code == 2 and "is the file --representations reads" in error_line(capsys.readouterr().err)
     pairs = _jsonl(tmp_path / "p.jsonl", [{"prompt": "Is the sky blue? ", "chosen": "Yes", "rejected": "No"}])
     assert hf_cli.main(["score", "--pairs", pairs, "--out", pairs, "--force"]) == 2
     assert "is the file --pairs reads" in capsys.readouterr().err

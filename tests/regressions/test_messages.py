@@ -10,6 +10,7 @@ import torch
 from sims import cli, dynamics, hamiltonian, inputs, persona
 from sims import persona_data as pdata
 from theory import threads
+from tests.helpers import error_line
 
 PERSONA = ["--n-seeds", "1", "--n-docs", "50", "--pretrain-steps", "5", "--pretrain-batch", "8", "--d-model", "8",
            "--layers", "1", "--n-train", "8", "--n-test", "4", "--n-shift", "4", "--epochs", "1", "--batch", "8",
@@ -45,9 +46,9 @@ def workdir(tmp_path, monkeypatch):
 
 
 def _one_line(capsys, code, want, needle):
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err
     assert code == want, err
-    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    err = error_line(err)
     assert needle in err, err
     assert "internal error" not in err
 

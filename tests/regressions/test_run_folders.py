@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sims import atomic, cli, theorem1, theorem2
+from tests.helpers import error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_T2 = ["--unseen-tokens", "--steps", "50", "--dim", "8", "--n-train", "10", "--n-test", "10",
@@ -34,9 +35,7 @@ def _left(folder: Path) -> list[str]:
 
 
 def _one_line(err: str, needle: str) -> None:
-    err = err.strip()
-    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert needle in err, err
+    assert needle in error_line(err), err
 
 
 # ---- interrupts while the figure is drawn ---------------------------------------------------

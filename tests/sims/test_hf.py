@@ -14,6 +14,7 @@ import torch
 pytest.importorskip("transformers")
 from sims import hf  # noqa: E402
 from tests.sims import hf_tiny as T  # noqa: E402
+from tests.helpers import error_line
 
 MODELS = [("gpt2", False), ("gpt2", True), ("llama", False), ("llama", True)]
 EPS32 = float(np.finfo(np.float32).eps)
@@ -137,5 +138,4 @@ def test_cli_score_and_bad_input(tok, tmp_path, capsys):
                  ["score", "--model", path, "--pairs", pairs, "--out", str(out)],
                  ["nonsense"]):
         assert hf.main(argv) == 2, argv
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error:"), (argv, err)
+        error_line(capsys.readouterr().err)

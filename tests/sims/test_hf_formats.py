@@ -12,6 +12,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from sims.hf.pairs import read_pairs  # noqa: E402
+from tests.helpers import error_line
 
 STANDARD = [{"prompt": "is the sky blue ?", "chosen": " yes", "rejected": " no"},
             {"prompt": "dogs are good", "chosen": " sure", "rejected": " never"}]
@@ -155,9 +156,9 @@ def bad_files(tmp_path_factory):
 def _one_line_exit_2(argv, capsys, *needles):
     capsys.readouterr()
     code = _hf_main(argv)
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    err = error_line(err)
     for needle in needles:
         assert needle in err, err
 

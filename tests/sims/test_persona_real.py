@@ -16,6 +16,7 @@ from sims import hf, persona_real
 from sims.persona_real import explain
 from sims.persona_real.data import build
 from sims.persona_real.states import SharedStates, engine_uses
+from tests.helpers import error_line
 
 TINY = ["--n-seeds", "1", "--n-train", "3", "--n-test", "2", "--n-shift", "2", "--n-probe-prompts", "1",
         "--n-synonym-prompts", "2", "--epochs-cached", "2", "--epochs-forward", "1", "--batch", "3",
@@ -69,8 +70,7 @@ def test_persona_jsonl_path(tmp_path):
                                    ["--n-probe-prompts", "5", "--n-train", "3"]])
 def test_bad_flags(flags, capsys, tmp_path):
     assert persona_real.main([*flags, "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:")
+    error_line(capsys.readouterr().err)
 
 
 @pytest.fixture(scope="module")

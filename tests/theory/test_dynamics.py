@@ -9,7 +9,6 @@ from theory import oracle
 from theory.backend import to_numpy
 from theory.dynamics import (delta_r_ex, delta_r_im, kernel_cost, next_token_log_probs, pooled,
                              reward_change_matrix_ex, reward_change_matrix_im, reward_kernel, rho)
-from theory.gradients import log_prob_grad_from_probs
 from theory.sequences import Seqs, full, pack
 from theory.tolerance import assert_close, default_rtol
 
@@ -104,7 +103,10 @@ def _as(dt, *seqs):
 
 
 def test_every_route_accurate_in_float32():
-    """Each route in float32 against the float64 result, normwise at default_rtol(float32)."""
+    """Each route in float32 against the float64 result, normwise at default_rtol(float32). The
+    naive full-gradient contraction these routes replaced is not asserted to fail: how far its
+    float32 sums drift depends on the kernel's summation order (AVX2 or AVX-512 BLAS), which the
+    mathematics does not fix."""
     U, ev, p, m, rm = _float32_problem()
     kw = dict(beta=0.1, eta=1.0, ref_margins=rm)
     M64 = reward_change_matrix_im(U, ev, p, m, route="rho", **kw)
@@ -122,10 +124,6 @@ def test_every_route_accurate_in_float32():
     for route in ("rho", "gradient"):
         assert_close(reward_kernel(pb32, ev32, pp32, p32, route=route).double(), K64,
                      rtol=default_rtol(np.float32), err_msg=route)
-    # the contraction the gradient route replaced is the one that fails here
-    full_grads = lambda pi, s: log_prob_grad_from_probs(pi, s.h, s.y, s.mask).reshape(pi.shape[0], -1)
-    naive = full_grads(pb32, ev32) @ full_grads(pp32, p32).T
-    assert float((naive.double() - K64).abs().max()) > default_rtol(np.float32) * float(K64.abs().max())
 
 
 @pytest.mark.parametrize("route", ["rho", "gradient", "loss_gradient"])
