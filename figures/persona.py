@@ -35,8 +35,9 @@ def accuracy_panel(ax, epochs, acc: dict, paper: dict, labels: dict = LABELS) ->
     for i, split in enumerate(acc):
         a = np.asarray(acc[split], dtype=float)
         mean = a.mean(0)
+        # markers at about a dozen checkpoints, so that per-epoch curves (51 points) stay readable
         ax.plot(epochs, mean, "-", marker=MARKERS[i], ms=9 - 1.5 * i, lw=4.5 - 0.9 * i, color=f"C{i}",
-                mfc="none" if i < 2 else f"C{i}", zorder=2 + i)
+                mfc="none" if i < 2 else f"C{i}", zorder=2 + i, markevery=max(1, len(epochs) // 12))
         if a.shape[0] > 1:
             ax.errorbar(epochs + (i - 2) * 0.012 * span, mean, yerr=[mean - a.min(0), a.max(0) - mean], fmt="none",
                         ecolor=f"C{i}", elinewidth=1, capsize=2, alpha=0.8, zorder=8)

@@ -1,6 +1,7 @@
 """Section 5.1 on SmolLM2-135M-Instruct (python -m sims.persona_real): accuracy per split over
 training for each reward model and variant (mean over seeds, bars = min..max; the paper's
-numbers as short bars right of the last epoch), and the explanation's probe: the predicted
+numbers as short bars right of the last epoch; with --paper, each model's training loss per
+step), and the explanation's probe: the predicted
 change of each paraphrase reward under one GD step (Eq. 5 / the EX-RM formula) against the
 real step."""
 from __future__ import annotations
@@ -32,13 +33,36 @@ def _count(n, noun: str) -> str:
     return f"{n:g} {noun}{'' if n == 1 else 's'}"
 
 
+def _loss_panel(ax, per_seed, specs, settings) -> None:
+    """Each model's training loss at every Adam step (the mean loss of the step's pairs; one line
+    per seed), against epochs, with ln 2 (every pair a tie, where both kinds start)."""
+    for i, spec in enumerate(specs):
+        for j, r in enumerate(per_seed):
+            lo = np.asarray(r["models"][spec]["loss"], dtype=float)
+            steps_per_epoch = len(lo) / settings[spec]["epochs"]
+            ax.plot(np.arange(1, len(lo) + 1) / steps_per_epoch, lo, color=f"C{i}", lw=1, alpha=0.9,
+                    label=model_name(spec) if j == 0 else None)
+    ax.axhline(np.log(2), color="grey", lw=0.6, ls="--", label="ln 2 (all ties: the start)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (mean over the step's pairs)")
+    ax.set_title("training loss per Adam step", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+
+
 def draw(results: dict, stem: Path) -> None:
     plt = pyplot()
     per_seed = results["per_seed"]
     specs = list(per_seed[0]["models"])
     probes = results["explanation"]["probe"]
     rows = 2 if any(spec in probes for spec in specs) else 1      # no probe row when nothing was probed
-    fig, axes = plt.subplots(rows, len(specs), figsize=(3.9 * len(specs), 3.8 * rows), squeeze=False)
+    # --paper: the training loss per step beside the curves (what a learning rate is judged by)
+    loss = bool(results["config"].get("paper"))
+    cols = len(specs) + loss
+    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.8 * rows), squeeze=False)
+    if loss:
+        _loss_panel(axes[0, -1], per_seed, specs, results["settings"])
+        for ax in axes[1:, -1]:
+            ax.axis("off")
     for col, spec in enumerate(specs):
         ax = axes[0, col]
         hist = [r["models"][spec]["history"] for r in per_seed]
