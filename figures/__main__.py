@@ -89,6 +89,9 @@ RUNS = {
     # the EX-GRM of the official appendix on the same pairs (opt-in: its verification turns
     # about double the state pass), its unembedding alone and with the top block
     "persona_real_grm": Run("sims.persona_real", ("--models", "grm/unembedding,grm/top_k:1", "--no-tangent")),
+    # Section 5.1 at the paper's settings: ex/full and im/full, lr 1e-6, 50 epochs, every split
+    # evaluated after every epoch (one seed: the run takes hours on 2 cores)
+    "persona_real_paper": Run("sims.persona_real", ("--paper", "--n-seeds", "1")),
     "bench_max_margin": Run("sims.bench_max_margin"),
     "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
     # u* on the real model's training differences (every affirmative x negative one-token answer)
@@ -102,6 +105,7 @@ DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynam
          "persona": ("persona", persona.draw), "theorem2_smollm2": ("hf_theorem2", theorem2.draw_real),
          "persona_real": ("persona_real", persona_real.draw),
          "persona_real_grm": ("persona_real_grm", persona_real.draw),
+         "persona_real_paper": ("persona_real_paper", persona_real.draw),
          "hf_train_example": ("hf_train_example", hf_train.draw)}
 
 
