@@ -103,17 +103,17 @@ def test_paper_preset_end_to_end(tmp_path):
     tok = hf.load_tokenizer("smollm2")
     m = hf_tiny.model("llama", tied=True, seed=0, vocab=len(tok))
     hf_tiny.save(m, tok, tmp_path / "m")
-    flags = ["--paper", "--n-seeds", "1", "--n-train", "3", "--n-test", "2", "--n-shift", "2", "--n-probe-prompts", "1",
-             "--n-synonym-prompts", "2", "--batch", "2", "--micro-batch", "2", "--no-tangent", "--model", str(tmp_path / "m")]
+    flags = ["--paper", "--n-seeds", "1", "--n-train", "2", "--n-test", "2", "--n-shift", "2", "--n-probe-prompts", "1",
+             "--n-synonym-prompts", "2", "--batch", "1", "--micro-batch", "1", "--no-tangent", "--model", str(tmp_path / "m")]
     assert persona_real.main([*flags, "--out", str(tmp_path / "o")]) in (0, 1)
     r = json.loads((tmp_path / "o/results.json").read_text())
     assert r["config"]["paper"] and r["config"]["models"] == "ex/full,im/full" and r["config"]["lr_full"] == 1e-6
     assert set(r["settings"]) == {"ex/full", "im/full"}
     for spec, st in r["settings"].items():
-        assert (st["lr"], st["epochs"], st["batch"], st["variant"]) == (1e-6, 50, 2, "full")
+        assert (st["lr"], st["epochs"], st["batch"], st["variant"]) == (1e-6, 50, 1, "full")
         got = r["per_seed"][0]["models"][spec]
         assert [h["epoch"] for h in got["history"]] == list(range(51))
-        assert len(got["loss"]) == 50 * 2                      # 3 pairs, 2 per step: 2 steps per epoch
+        assert len(got["loss"]) == 50 * 2                      # 2 pairs, 1 per step: 2 steps per epoch
         assert got["history"][0]["train"]["accuracy"] == 0.5   # r = 0 at initialisation: all ties
     assert any("ex/full vs im/full" in c["claim"] for c in r["checks"])
     fig.draw(r, tmp_path / "f")
