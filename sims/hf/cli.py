@@ -17,7 +17,8 @@ from sims.cli import HelpFormatter, Parser, ToolkitWarning, UsageError, machine,
 from sims.hf.bench import bench, load_costs, random_llama
 from sims.hf.model import load, load_tokenizer, pad_token_id
 from sims.hf.sources import DEFAULT_MODEL, SHORT_NAMES
-from sims.hf.pairs import chat_pairs, read_pairs, read_pairs_placed
+from sims.hf.pairs import chat_pairs, read_pairs
+from sims.hf.places import places as where
 from sims.hf.representations import analyse, load_npz, write_representations
 from sims.hf.scoring import score, score_explicit
 from sims.hf.step import step
@@ -188,7 +189,8 @@ def body(argv=None) -> int:
     files, places = {}, {}
     for k in ("pairs", "train", "heldout", "shifted", "eval"):
         if getattr(args, k, None):
-            files[k], ignored, places[k] = read_pairs_placed(getattr(args, k))
+            files[k], ignored = read_pairs(getattr(args, k))
+            places[k] = where(getattr(args, k), len(files[k]))
             if ignored:
                 print(f"note: {getattr(args, k)}: ignored columns {', '.join(map(str, ignored))}", file=sys.stderr)
     # a reward model `train` wrote sets --ref's and --beta's defaults, so it is read before they are checked
@@ -253,15 +255,15 @@ def body(argv=None) -> int:
         evals = files.get("eval") or (builtin_pairs(tok, "unseen", args.n_builtin)
                                       + builtin_pairs(tok, "heldout", args.n_builtin))
         # how the screen names a pair: its line (or row) in --eval, else its built-in set and number
-        where = places.get("eval") or [f"built-in {s} {i}" for s in ("unseen", "heldout")
+        named = places.get("eval") or [f"built-in {s} {i}" for s in ("unseen", "heldout")
                                        for i in range(1, args.n_builtin + 1)]
         result = step(model, ref, tok, train, evals, beta=args.beta, eta=args.eta, eos=args.eos,
                       method=args.method, actual=args.actual, **common)
         _write_json(out, {"model": args.model, "ref": args.ref or args.model,
                           "train": args.train or f"built-in ({len(train)} pairs)",
                           "eval": args.eval or f"built-in ({len(evals)} pairs: unseen words first)",
-                          "eval_places": where, **result})
-        _print_step(result, where)
+                          "eval_places": named, **result})
+        _print_step(result, named)
     print(f"results: {out}")
     return 0
 
@@ -325,7 +327,7 @@ def _model_and_tokenizer(args):
     return model, tok
 
 
-def _print_step(result, where, limit: int = 20):
+def _print_step(result, named, limit: int = 20):
     """The step in pairs: the evaluation pairs whose margin r(y+) - r(y-) the step lowers under the
     IM-RM (most negative first, each named by its place, with its responses' changes and the
     EX-RM's margin change), then the count of single responses that move the wrong way."""
@@ -338,7 +340,7 @@ def _print_step(result, where, limit: int = 20):
           f"{sum(d < 0 for d in ex)} of {n}); eta {result['eta']:g}, method {result['method']}"
           + (":" if lose else ""))
     for p in lose[:limit]:
-        print(f"  {where[p]}: margin change IM {im[p]:+.3g} (chosen {rs[2 * p]['delta_r_im']:+.3g}, rejected "
+        print(f"  {named[p]}: margin change IM {im[p]:+.3g} (chosen {rs[2 * p]['delta_r_im']:+.3g}, rejected "
               f"{rs[2 * p + 1]['delta_r_im']:+.3g}), EX {ex[p]:+.3g}")
     if len(lose) > limit:
         print(f"  ... and {len(lose) - limit} more (results: eval_margin_change_im)")

@@ -22,16 +22,7 @@ FORMATS = "JSON Lines (.jsonl, .json), Parquet (.parquet) or a folder written by
 
 
 def read_pairs(path: str) -> tuple[list[dict], list[str]]:
-    """(pairs, ignored columns) from JSON Lines, Parquet or a `save_to_disk` folder: read_pairs_placed
-    without the places."""
-    pairs, ignored, _ = read_pairs_placed(path)
-    return pairs, ignored
-
-
-def read_pairs_placed(path: str) -> tuple[list[dict], list[str], list[str]]:
-    """(pairs, ignored columns, places) from JSON Lines, Parquet or a `save_to_disk` folder; a
-    pair's place says where a reader finds it: 'line 3' (JSON Lines, from 1, blank lines counted)
-    or 'row 2' (tables, from 0 as `dataset[i]`).
+    """(pairs, ignored columns) from JSON Lines, Parquet or a `save_to_disk` folder.
 
     Each row holds prompt, chosen and rejected, all strings or all message lists; other
     columns (JSON keys) are ignored and returned, in order of appearance, for the caller to
@@ -71,7 +62,7 @@ def read_pairs_placed(path: str) -> tuple[list[dict], list[str], list[str]]:
     if unknown:
         warnings.warn(f"{name}: message role(s) {', '.join(map(repr, unknown))} are none of {', '.join(ROLES)}; the "
                       f"chat template renders them as headers of that name", ToolkitWarning, stacklevel=2)
-    return pairs, [c for c in columns if c not in COLUMNS], [_place(where) for where, _ in rows]
+    return pairs, [c for c in columns if c not in COLUMNS]
 
 
 def _place(where: str) -> str:

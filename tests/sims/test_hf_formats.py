@@ -11,7 +11,8 @@ datasets = pytest.importorskip("datasets")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from sims.hf.pairs import read_pairs, read_pairs_placed  # noqa: E402
+from sims.hf.pairs import read_pairs  # noqa: E402
+from sims.hf.places import places  # noqa: E402
 from tests.helpers import error_line
 
 STANDARD = [{"prompt": "is the sky blue ?", "chosen": " yes", "rejected": " no"},
@@ -72,10 +73,11 @@ def test_places_name_each_pair_where_a_reader_finds_it(tmp_path, fmt):
     """JSON Lines: the line, from 1, blank lines counted; tables: the row, from 0 as dataset[i]."""
     if fmt == "jsonl":
         path = tmp_path / "pairs.jsonl"
-        path.write_text(json.dumps(STANDARD[0]) + "\n\n" + json.dumps(STANDARD[1]) + "\n")
-        assert read_pairs_placed(str(path)) == (STANDARD, [], ["line 1", "line 3"])
+        path.write_text(json.dumps(STANDARD[0]) + "\n \n" + json.dumps(STANDARD[1]) + "\n\n")
+        assert read_pairs(str(path)) == (STANDARD, []) and places(str(path), 2) == ["line 1", "line 3"]
     else:
-        assert read_pairs_placed(write(fmt, tmp_path, STANDARD)) == (STANDARD, [], ["row 0", "row 1"])
+        path = write(fmt, tmp_path, STANDARD)
+        assert read_pairs(path) == (STANDARD, []) and places(path, 2) == ["row 0", "row 1"]
 
 
 def test_a_file_without_a_suffix_is_json_lines(tmp_path):

@@ -118,7 +118,8 @@ def _seeds(text: str) -> list[int]:
 
 def check(args) -> dict:
     """Every flag and input file, before a model loads: the plan of the run."""
-    from sims.hf.pairs import read_pairs_placed
+    from sims.hf.pairs import read_pairs
+    from sims.hf.places import places as where
     from sims.hf.training.variants import KINDS, variants_for
     for k in ("batch", "micro_batch", "epochs", "batch_size"):
         inputs.check_number(k.replace("_", "-"), getattr(args, k), inputs.in_range(1, 10 ** 9))
@@ -149,7 +150,8 @@ def check(args) -> dict:
     files, places, notes = {}, {}, []
     for name, path in {"train": args.train, **sets}.items():
         try:
-            files[name], ignored, places[name] = read_pairs_placed(path)
+            files[name], ignored = read_pairs(path)
+            places[name] = where(path, len(files[name]))
         except UsageError as exc:
             raise UsageError(f"{_set_name(name)}: {exc}") from None
         if ignored:

@@ -17,7 +17,7 @@ What moves:
   * EX-RM, the head u alone from u = 0 on the last-token states.
 A pair is flagged when its predicted change is negative: the step pushes it the wrong way.
 The screen names each pair by its set and place in the set's file ("para line 4", from
-sims.hf.pairs.read_pairs_placed), with its predicted margin change, before training
+sims.hf.places), with its predicted margin change, before training
 (`flagged_lines`) and after it (`outcome_lines`: which flagged pairs ended wrong, and which
 pairs ended wrong unflagged).
 Training pairs with chosen == rejected have an exactly zero gradient; they are left out.
