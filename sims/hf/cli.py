@@ -18,6 +18,7 @@ from sims.hf.bench import bench, load_costs, random_llama
 from sims.hf.model import load, load_tokenizer, pad_token_id
 from sims.hf.sources import DEFAULT_MODEL, SHORT_NAMES
 from sims.hf.pairs import chat_pairs, read_pairs
+from sims.hf.places import places as where
 from sims.hf.representations import analyse, load_npz, write_representations
 from sims.hf.scoring import score, score_explicit
 from sims.hf.step import step
@@ -185,10 +186,11 @@ def body(argv=None) -> int:
         return train_run(args, argv)
     out = inputs.check_out_file(args.out, args.force)   # checked now, written when the results exist
     # every input is checked before a model loads
-    files = {}
+    files, places = {}, {}
     for k in ("pairs", "train", "heldout", "shifted", "eval"):
         if getattr(args, k, None):
             files[k], ignored = read_pairs(getattr(args, k))
+            places[k] = where(getattr(args, k), len(files[k]))
             if ignored:
                 print(f"note: {getattr(args, k)}: ignored columns {', '.join(map(str, ignored))}", file=sys.stderr)
     # a reward model `train` wrote sets --ref's and --beta's defaults, so it is read before they are checked
@@ -252,12 +254,16 @@ def body(argv=None) -> int:
         train = files.get("train") or builtin_pairs(tok, "train", args.n_builtin)
         evals = files.get("eval") or (builtin_pairs(tok, "unseen", args.n_builtin)
                                       + builtin_pairs(tok, "heldout", args.n_builtin))
+        # how the screen names a pair: its line (or row) in --eval, else its built-in set and number
+        named = places.get("eval") or [f"built-in {s} {i}" for s in ("unseen", "heldout")
+                                       for i in range(1, args.n_builtin + 1)]
         result = step(model, ref, tok, train, evals, beta=args.beta, eta=args.eta, eos=args.eos,
                       method=args.method, actual=args.actual, **common)
         _write_json(out, {"model": args.model, "ref": args.ref or args.model,
                           "train": args.train or f"built-in ({len(train)} pairs)",
-                          "eval": args.eval or f"built-in ({len(evals)} pairs: unseen words first)", **result})
-        _print_step(result)
+                          "eval": args.eval or f"built-in ({len(evals)} pairs: unseen words first)",
+                          "eval_places": named, **result})
+        _print_step(result, named)
     print(f"results: {out}")
     return 0
 
@@ -321,15 +327,26 @@ def _model_and_tokenizer(args):
     return model, tok
 
 
-def _print_step(result):
-    n = 2 * result["n_eval"]
-    ex = sum(r["wrong_way_ex"] for r in result["responses"])
-    print(f"{len(result['wrong_way'])} of {n} evaluation responses move the wrong way under IM-RM "
-          f"(EX-RM: {ex} of {n}); method {result['method']}")
-    for w in result["wrong_way"]:
-        rho = f", rho vs y+ min {w['rho_chosen']['min']:.3f}" if "rho_chosen" in w else ""
-        print(f"  pair {w['pair']} {w['response']}: delta r_IM {w['delta_r_im']:+.3g}, "
-              f"delta r_EX {w['delta_r_ex']:+.3g}{rho}")
+def _print_step(result, named, limit: int = 20):
+    """The step in pairs: the evaluation pairs whose margin r(y+) - r(y-) the step lowers under the
+    IM-RM (most negative first, each named by its place, with its responses' changes and the
+    EX-RM's margin change), then the count of single responses that move the wrong way."""
+    n = result["n_eval"]
+    rs = result["responses"]
+    im = result["eval_margin_change_im"]
+    ex = [rs[2 * p]["delta_r_ex"] - rs[2 * p + 1]["delta_r_ex"] for p in range(n)]
+    lose = sorted((p for p in range(n) if im[p] < 0), key=lambda p: im[p])
+    print(f"{len(lose)} of {n} evaluation pairs lose margin under the IM-RM's step (EX-RM's: "
+          f"{sum(d < 0 for d in ex)} of {n}); eta {result['eta']:g}, method {result['method']}"
+          + (":" if lose else ""))
+    for p in lose[:limit]:
+        print(f"  {named[p]}: margin change IM {im[p]:+.3g} (chosen {rs[2 * p]['delta_r_im']:+.3g}, rejected "
+              f"{rs[2 * p + 1]['delta_r_im']:+.3g}), EX {ex[p]:+.3g}")
+    if len(lose) > limit:
+        print(f"  ... and {len(lose) - limit} more (results: eval_margin_change_im)")
+    wrong = sum(r["wrong_way_im"] for r in rs)
+    print(f"responses that move the wrong way (a chosen one down, a rejected one up): {wrong} of {2 * n} under the "
+          f"IM-RM, {sum(r['wrong_way_ex'] for r in rs)} under the EX-RM; a pair is decided by its margin, above")
     a = result.get("actual")
     if a:
         f = a["first_order"]

@@ -12,6 +12,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from sims.hf.pairs import read_pairs  # noqa: E402
+from sims.hf.places import places  # noqa: E402
 from tests.helpers import error_line
 
 STANDARD = [{"prompt": "is the sky blue ?", "chosen": " yes", "rejected": " no"},
@@ -65,6 +66,18 @@ def test_a_split_is_picked_by_its_name(tmp_path):
     empty = datasets.Dataset.from_list(STANDARD).select([])
     datasets.DatasetDict(train=datasets.Dataset.from_list(STANDARD), test=empty).save_to_disk(str(tmp_path / "e"))
     assert read_pairs(f"{tmp_path / 'e'}:train") == (STANDARD, [])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_places_name_each_pair_where_a_reader_finds_it(tmp_path, fmt):
+    """JSON Lines: the line, from 1, blank lines counted; tables: the row, from 0 as dataset[i]."""
+    if fmt == "jsonl":
+        path = tmp_path / "pairs.jsonl"
+        path.write_text(json.dumps(STANDARD[0]) + "\n \n" + json.dumps(STANDARD[1]) + "\n\n")
+        assert read_pairs(str(path)) == (STANDARD, []) and places(str(path), 2) == ["line 1", "line 3"]
+    else:
+        path = write(fmt, tmp_path, STANDARD)
+        assert read_pairs(path) == (STANDARD, []) and places(path, 2) == ["row 0", "row 1"]
 
 
 def test_a_file_without_a_suffix_is_json_lines(tmp_path):

@@ -176,7 +176,15 @@ def test_cli_step_and_bad_input(tok, tmp_path, capsys):
     train, ev = T.write_jsonl(tmp_path / "t.jsonl", T.PAIRS), T.write_jsonl(tmp_path / "e.jsonl", T.PARAPHRASES)
     out = tmp_path / "step.json"
     assert hf.main(["step", "--model", path, "--ref", ref, "--train", train, "--eval", ev, "--out", str(out)]) == 0
-    err = capsys.readouterr().err
+    screen = capsys.readouterr()
+    err = screen.err
+    # the screen speaks in pairs, each named by its line in --eval, with its margin change
+    res = json.loads(out.read_text())
+    lose = [i for i, d in enumerate(res["eval_margin_change_im"]) if d < 0]
+    assert f"{len(lose)} of {len(T.PARAPHRASES)} evaluation pairs lose margin" in screen.out
+    assert res["eval_places"] == ["line 1", "line 2", "line 3"]
+    for i in lose:
+        assert f"  line {i + 1}: margin change IM {res['eval_margin_change_im'][i]:+.3g}" in screen.out
     assert "warning: tied input and output embeddings" in err
     assert json.loads(out.read_text())["method"] == "autograd"
     for argv in (["step", "--model", path, "--ref", ref, "--train", train, "--eval", ev, "--eta", "0",

@@ -258,7 +258,9 @@ def test_the_forecast_predicts_the_first_step_and_is_scored_against_the_end(file
     from sims.hf.step import actual_reward_change, loss_gradients
     from sims.hf.training.forecast import ADAM_EPS
     assert _train(files, tmp_path / "run", "--no-save", "--forecast", "--dtype", "float64", "--seeds", "0,1") == 0
-    assert "forecast of the first step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "forecast of the first step" in out and "forecast before training" in out
+    assert "  im para: " in out and "  ex para: " in out          # the screen speaks per set, in pairs
     r = json.loads((tmp_path / "run/results.json").read_text())
     fc = r["forecast"]
     assert set(fc["sets"]) == {"train", "para"} and "tied" in fc["method"]["im"]
@@ -338,6 +340,19 @@ def test_forecast_scores_by_hand():
         {"flagged": 1, "caught": 1, "recall": 0.5, "precision": 1.0}
     assert got["baseline"] == {"flagged": 2, "caught": 1, "recall": 0.5, "precision": 0.5}
     assert [p["pair"] for p in got["per_pair"]] == [0, 1, 2, 3]
+    # the screen: pairs by set and place, with their predicted changes, before and after training
+    from sims.hf.training.forecast import flagged_lines, outcome_lines
+    fc["kinds"] = ["im"]
+    fc["sets"]["s"]["places"] = ["line 1", "line 2", "line 4", "line 5"]       # a blank line 3
+    assert flagged_lines(fc, "im") == ["  im s: 1 of 4 pairs flagged (adam step lowers the margin):",
+                                       "    s line 4: predicted margin change gd +3, adam -1"]
+    assert flagged_lines(fc, "im", "gd")[1:] == ["    s line 2: predicted margin change gd -2, adam +1",
+                                                 "    s line 1: predicted margin change gd -1, adam +1"]
+    scored = score(fc, "im", {"checkpoints": [{"evals": {"s": zero}}, {"evals": {"s": end}}]})
+    assert outcome_lines(fc, "im", {"0": scored}) == [
+        "  im s: pairs flagged (adam) or ended wrong:",
+        "    s line 4: predicted -1, ended wrong in 1 of 1 seed (caught)",
+        "    s line 1: predicted +1, ended wrong in 1 of 1 seed (missed)"]
     flat = {"gd": [1.0] * 4, "adam": [1.0] * 4}
     none = score({"sets": {"s": {"margin_change": {"im": flat}, "baseline_flag": [False] * 4}}}, "im",
                  {"checkpoints": [{"evals": {"s": zero}}, {"evals": {"s": zero}}]})["s"]

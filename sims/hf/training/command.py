@@ -119,6 +119,7 @@ def _seeds(text: str) -> list[int]:
 def check(args) -> dict:
     """Every flag and input file, before a model loads: the plan of the run."""
     from sims.hf.pairs import read_pairs
+    from sims.hf.places import places as where
     from sims.hf.training.variants import KINDS, variants_for
     for k in ("batch", "micro_batch", "epochs", "batch_size"):
         inputs.check_number(k.replace("_", "-"), getattr(args, k), inputs.in_range(1, 10 ** 9))
@@ -146,15 +147,17 @@ def check(args) -> dict:
     seeds = _seeds(args.seeds)
     if args.forecast and not set(kinds) & {"ex", "im"}:
         raise UsageError(f"--forecast predicts the EX-RM and the IM-RM; --kinds {args.kinds} names neither")
-    files, notes = {}, []
+    files, places, notes = {}, {}, []
     for name, path in {"train": args.train, **sets}.items():
         try:
             files[name], ignored = read_pairs(path)
+            places[name] = where(path, len(files[name]))
         except UsageError as exc:
             raise UsageError(f"{_set_name(name)}: {exc}") from None
         if ignored:
             notes.append(f"{_set_name(name)} {path}: ignored columns {', '.join(map(str, ignored))}")
-    return {"kinds": kinds, "variants": variants, "sets": sets, "seeds": seeds, "files": files, "notes": notes,
+    return {"kinds": kinds, "variants": variants, "sets": sets, "seeds": seeds, "files": files, "places": places,
+            "notes": notes,
             **_checkpoints(every, unit, args, len(files["train"]))}
 
 
@@ -292,6 +295,13 @@ def run(args, argv) -> int:
         fc = fcst.forecast(model, tok, data["sets"], kinds=plan["kinds"], beta=args.beta, batch_size=args.batch_size,
                            hold_input_embedding=isinstance(im, Unembedding) and im.tied == "hold")
         seconds["forecast"] = time.perf_counter() - t1
+        for name, f in fc["sets"].items():
+            f["places"] = plan["places"][name]
+        print("forecast before training (margin change per pair, per unit lr; gd: gradient descent, adam: AdamW's "
+              "first step):")
+        for kind in fc["kinds"]:
+            for line in fcst.flagged_lines(fc, kind):
+                print(line)
         results["forecast"] = {**fc, "scores": {}, "pooled": {}}
     results["processes"] = processes
     draw = drawer("hf_train")
@@ -335,6 +345,8 @@ def run(args, argv) -> int:
                 results["forecast"]["pooled"][kind] = fcst.pooled(by_seed)
                 for name, row in results["forecast"]["pooled"][kind].items():
                     say(fcst.describe(name, kind, row))
+                for line in fcst.outcome_lines(fc, kind, by_seed):
+                    say(line)
         inputs.check_results_finite(results)
         if rank:
             return 0

@@ -16,6 +16,10 @@ What moves:
     model (sims.hf.step), since Eq. 5 on lm_head alone is not that step's first order.
   * EX-RM, the head u alone from u = 0 on the last-token states.
 A pair is flagged when its predicted change is negative: the step pushes it the wrong way.
+The screen names each pair by its set and place in the set's file ("para line 4", from
+sims.hf.places), with its predicted margin change, before training
+(`flagged_lines`) and after it (`outcome_lines`: which flagged pairs ended wrong, and which
+pairs ended wrong unflagged).
 Training pairs with chosen == rejected have an exactly zero gradient; they are left out.
 
 After: per kind, seed and evaluation set, every pair's final margin (from the last checkpoint),
@@ -179,7 +183,9 @@ def score(fc: dict, kind: str, history: dict) -> dict:
         wrong = [m <= 0 for m in end]
         row = {"pairs": len(end), "ended_wrong": sum(wrong),
                "baseline": _recall_precision(f["baseline_flag"], wrong)}
-        per_pair = [{"pair": i, "final_margin": e, "ended_wrong": w} for i, (e, w) in enumerate(zip(end, wrong))]
+        places = f.get("places") or [f"pair {i + 1}" for i in range(len(end))]
+        per_pair = [{"pair": i, "place": at, "final_margin": e, "ended_wrong": w}
+                    for i, (e, w, at) in enumerate(zip(end, wrong, places))]
         for step in STEPS:
             predicted = f["margin_change"][kind][step]
             moved = [(e - s) * d > 0 for s, e, d in zip(start, end, predicted)]
@@ -221,3 +227,49 @@ def describe(name: str, kind: str, row: dict) -> str:
     parts = [f"{who} flagged {row[who]['flagged']}, recall {rp(row[who]['recall'])} precision {rp(row[who]['precision'])}"
              for who in (*STEPS, "baseline")]
     return f"  {kind} {name:12} {row['ended_wrong']}/{row['pairs']} wrong; " + "; ".join(parts)
+
+
+def _label(f, i: int) -> str:
+    return (f.get("places") or [f"pair {j + 1}" for j in range(i + 1)])[i]
+
+
+def flagged_lines(fc: dict, kind: str, step: str = "adam", limit: int = 10) -> list[str]:
+    """Before training: per evaluation set, the pairs the `step` forecast flags, by set and place,
+    with both steps' predicted margin changes (per unit learning rate), most negative first."""
+    out = []
+    for name, f in fc["sets"].items():
+        if name == "train":
+            continue
+        mc = f["margin_change"][kind]
+        flags = sorted((i for i, d in enumerate(mc[step]) if d < 0), key=lambda i: mc[step][i])
+        head = f"  {kind} {name}: {len(flags)} of {len(mc[step])} pairs flagged ({step} step lowers the margin)"
+        out.append(head + (":" if flags else ""))
+        for i in flags[:limit]:
+            out.append(f"    {name} {_label(f, i)}: predicted margin change "
+                       + ", ".join(f"{s} {mc[s][i]:+.3g}" for s in STEPS))
+        if len(flags) > limit:
+            out.append(f"    ... and {len(flags) - limit} more (results.json: forecast.sets.{name})")
+    return out
+
+
+def outcome_lines(fc: dict, kind: str, by_seed: dict, step: str = "adam", limit: int = 10) -> list[str]:
+    """After training (score(...) per seed): per evaluation set, every pair that ended wrong in some
+    seed or was flagged, by set and place: flagged or missed, and in how many seeds it ended wrong."""
+    out = []
+    seeds = list(by_seed.values())
+    for name in seeds[0]:
+        f = fc["sets"][name]
+        mc = f["margin_change"][kind][step]
+        wrong = [sum(s[name]["per_pair"][i]["ended_wrong"] for s in seeds) for i in range(len(mc))]
+        rows = [i for i in range(len(mc)) if wrong[i] or mc[i] < 0]
+        if not rows:
+            continue
+        rows.sort(key=lambda i: (-wrong[i], mc[i]))
+        out.append(f"  {kind} {name}: pairs flagged ({step}) or ended wrong:")
+        for i in rows[:limit]:
+            verdict = ("caught" if mc[i] < 0 else "missed") if wrong[i] else "false alarm"
+            out.append(f"    {name} {_label(f, i)}: predicted {mc[i]:+.3g}, ended wrong in {wrong[i]} of "
+                       f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'} ({verdict})")
+        if len(rows) > limit:
+            out.append(f"    ... and {len(rows) - limit} more (results.json: forecast.scores.{kind})")
+    return out
