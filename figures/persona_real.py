@@ -1,7 +1,7 @@
 """Section 5.1 on SmolLM2-135M-Instruct (python -m sims.persona_real): accuracy per split over
 training for each reward model and variant (mean over seeds, bars = min..max; the paper's
-numbers as short bars right of the last epoch; with --paper, each model's training loss per
-step), and the explanation's probe: the predicted
+numbers as short bars right of the last epoch; with --paper or full fine-tuning alone, each
+model's training loss per step), and the explanation's probe: the predicted
 change of each paraphrase reward under one GD step (Eq. 5 / the EX-RM formula) against the
 real step."""
 from __future__ import annotations
@@ -55,8 +55,9 @@ def draw(results: dict, stem: Path) -> None:
     specs = list(per_seed[0]["models"])
     probes = results["explanation"]["probe"]
     rows = 2 if any(spec in probes for spec in specs) else 1      # no probe row when nothing was probed
-    # --paper: the training loss per step beside the curves (what a learning rate is judged by)
-    loss = bool(results["config"].get("paper"))
+    # full fine-tuning alone (--paper, or its second learning rate): the training loss per step
+    # beside the curves (what a learning rate is judged by)
+    loss = bool(results["config"].get("paper")) or all(s.endswith("/full") for s in specs)
     cols = len(specs) + loss
     fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.8 * rows), squeeze=False)
     if loss:

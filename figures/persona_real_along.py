@@ -1,0 +1,83 @@
+"""Section 5.1's full fine-tuning explained along the way (python -m sims.persona_real.along):
+each model's accuracy per split over training; Eq. 5 (the unembedding alone, the states fixed)
+against the real step of every parameter at every checkpoint, correlation and sign agreement,
+beside the full step's own tangent; and the forecast's recall and precision per evaluation set
+beside the baseline (the IM-RM)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from figures import pyplot, save
+from figures.persona import accuracy_panel, split_legend
+from figures.persona_real import LABELS, SPLITS, model_name
+
+WHO = {"adam": "forecast, AdamW's first step", "gd": "forecast, a GD step (Eq. 5's)",
+       "baseline": "baseline: a response shares no token with the training responses"}
+
+
+def _agreement_panel(ax, probes) -> None:
+    ep = [p["epoch"] for p in probes]
+    series = [("eq5_vs_actual", "correlation", "C0", "-", "Eq. 5 vs the real step: correlation"),
+              ("eq5_vs_actual", "sign_agreement", "C0", "--", "Eq. 5 vs the real step: sign agreement"),
+              ("tangent_vs_actual", "correlation", "C2", "-", "the full step's tangent vs it: correlation")]
+    for key, stat, color, ls, label in series:
+        ax.plot(ep, [np.nan if p[key][stat] is None else p[key][stat] for p in probes], ls, color=color, marker="o",
+                ms=3, label=label)
+    iv = [(p["epoch"], p["interval"]["sign_agreement"]) for p in probes if p.get("interval")]
+    if iv:
+        ax.plot(*zip(*iv), ":", color="C3", marker="s", ms=3,
+                label="Eq. 5 vs Adam's steps to the next checkpoint: sign agreement")
+    ax.axhline(0, color="grey", lw=0.4)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("epoch")
+    ax.set_title("IM-RM, paraphrase rewards: Eq. 5 at each checkpoint", fontsize=9)
+    ax.legend(fontsize=6, loc="lower left")
+
+
+def _forecast_panel(ax, scores) -> None:
+    names = [n for n in scores if n != "train"]
+    x = np.arange(len(names))
+    width = 0.13
+    for j, who in enumerate(WHO):
+        for k, (stat, hatch) in enumerate((("recall", None), ("precision", "//"))):
+            vals = [scores[n][who][stat] for n in names]
+            at = x + (2 * j + k - 2.5) * width
+            ax.bar(at, [np.nan if v is None else v for v in vals], width, color=f"C{j + 4}", hatch=hatch,
+                   edgecolor="white", label=f"{who} {stat}")
+            for a, v in zip(at, vals):
+                if v is None:
+                    ax.text(a, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=5)
+    ax.set_xticks(x, [f"{n}\n{scores[n]['ended_wrong']}/{scores[n]['pairs']} wrong" for n in names], fontsize=6)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("IM-RM: the forecast against the end of training\n(solid = recall, hatched = precision)", fontsize=8)
+    ax.legend(fontsize=5, loc="upper right", ncol=1)
+
+
+def draw(results: dict, stem: Path) -> None:
+    plt = pyplot()
+    specs = list(results["models"])
+    probes = results["eq5_along"]["probes"]
+    im = results["forecast"]["scores"].get("im")
+    cols = len(specs) + bool(probes) + bool(im)
+    fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 4.0), squeeze=False)
+    axes = list(axes[0])
+    s = results["settings"]
+    for spec in specs:
+        ax = axes.pop(0)
+        hist = results["models"][spec]["history"]
+        acc = {n: [[h[n]["accuracy"] for h in hist]] for n in SPLITS}
+        accuracy_panel(ax, [h["epoch"] for h in hist], acc, results["paper"].get(spec.partition("/")[0], {}))
+        ax.set_title(f"{model_name(spec)}\nAdam lr {s['lr']:g}, {s['epochs']} epochs", fontsize=9)
+        ax.set_ylabel("accuracy (ties 1/2)")
+    if probes:
+        _agreement_panel(axes.pop(0), probes)
+    if im:
+        _forecast_panel(axes.pop(0), im)
+    fig.suptitle(f"Persona on {results['data']['model']}, full fine-tuning at the paper's settings: one seed; short "
+                 f"bars right of the last epoch = the paper's numbers", fontsize=9)
+    fig.tight_layout()
+    split_legend(fig, LABELS, "paper's number")
+    save(fig, Path(stem))
+    plt.close(fig)

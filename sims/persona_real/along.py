@@ -1,0 +1,267 @@
+"""Section 5.1's full fine-tuning, explained along the way: the forecast before training and
+Eq. 5 at every checkpoint (issue 24, items 3 and 4).
+
+    python -m sims.persona_real.along [--models ex/full,im/full] [--lr-full 1e-6] [--eval-every 5]
+
+The same data, model, loss and optimiser as `python -m sims.persona_real --paper` (AdamW, weight
+decay 0, 32 pairs per step, beta 0.01, fp32, 50 epochs), with two measurements added:
+
+  * the forecast (sims/hf/training/forecast.py): before training, every evaluation pair's margin
+    change under the first step of each kind from its initialisation (IM-RM: the exact tangent
+    over the tied embedding matrix, SmolLM2's embeddings being tied; EX-RM: the head u from 0),
+    for a gradient-descent step and for AdamW's first step. A pair is flagged when the step
+    lowers its margin. After training, per evaluation set: recall (flagged pairs that ended
+    wrong / pairs that ended wrong) and precision (flagged pairs that ended wrong / flagged
+    pairs), beside the baseline "a response shares no token with the training responses".
+    Paraphrased sets are scored per listed pair (chosen and rejected as the split lists them),
+    not over the 2 x 2 combinations the accuracy pools. The forecast is the issue's: the tied
+    matrix alone moves in it, where full fine-tuning moves every parameter; the probe below
+    measures what that leaves out.
+  * Eq. 5 along training (IM-RM): at every checkpoint, the change of the paraphrase rewards (the
+    first n_probe_prompts training prompts, 4 responses each) under one full-batch GD step of
+    the mean loss over every training pair, three ways: Eq. 5 on the checkpoint's own states and
+    unembedding (theory.dynamics.reward_change_matrix_im: the paper's explanation, the states
+    fixed); the exact first order of the full step (every parameter, autograd, forward mode);
+    and the real step of every parameter (float32, its size set so that the largest change is
+    about 1e-2 in log-probability). Also Eq. 5's prediction against what Adam's mini-batch
+    steps in fact did to those rewards until the next checkpoint. The correlation and the sign
+    agreement say how far the paper's explanation reaches once every parameter moves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+
+from sims import cli
+from sims.cli import UsageError, field
+from sims.inputs import POSITIVE, POSITIVE_FINITE, SEED
+
+SPECS = ("ex/full", "im/full")
+PROBE_TARGET = 1e-2          # largest log-probability change of the real probe step
+
+
+def _specs_ok(v: str) -> bool:
+    parts = v.split(",")
+    return bool(v) and all(p in SPECS for p in parts) and len(set(parts)) == len(parts)
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = field(0, "the engine's shuffle", SEED)
+    models: str = field("ex/full,im/full", "ex/full, im/full or both, comma-separated", _specs_ok,
+                        "must be ex/full, im/full or ex/full,im/full")
+    lr_full: float = field(1e-6, "AdamW lr (the paper's 1e-6)", POSITIVE_FINITE)
+    epochs: int = field(50, "epochs (the paper's 50)", POSITIVE)
+    eval_every: int = field(5, "evaluate and probe every N epochs, and at the start and the end", POSITIVE)
+    batch: int = field(32, "pairs per AdamW step (the paper's)", POSITIVE)
+    micro_batch: int = field(16, "pairs per forward/backward (memory only)", POSITIVE)
+    beta: float = field(0.01, "IM-RM beta (the paper: 0.01)", POSITIVE_FINITE)
+    n_train: int = field(80, "training prompts (official split: 80)", POSITIVE)
+    n_test: int = field(40, "test prompts (official split: 40)", (lambda v: v >= 2, "must be >= 2"))
+    n_shift: int = field(66, "domain-shift prompts (factual questions, at most 66)",
+                         (lambda v: 1 <= v <= 66, "must be in 1..66"))
+    persona_jsonl: str = field("", "an Anthropic persona JSONL: its `question` rows whose answer_matching_behavior "
+                               "is Yes replace the toolkit's statements")
+    n_probe_prompts: int = field(8, "training prompts whose paraphrases the Eq. 5 probe follows (4 responses each)",
+                                 POSITIVE)
+    model: str = field("smollm2", "the model (sims.hf.sources short name, folder or hub id)")
+
+    def validate(self):
+        if self.n_probe_prompts > self.n_train:
+            raise UsageError(f"--n-probe-prompts {self.n_probe_prompts} must not exceed --n-train {self.n_train}")
+        if self.eval_every > self.epochs:
+            raise UsageError(f"--eval-every {self.eval_every} must not exceed --epochs {self.epochs}")
+        if self.persona_jsonl:
+            from pathlib import Path
+            if not Path(self.persona_jsonl).is_file():
+                raise UsageError(f"--persona-jsonl {self.persona_jsonl}: no such file")
+
+    def checkpoints(self) -> tuple[int, ...]:
+        return tuple(sorted(set(range(0, self.epochs + 1, self.eval_every)) | {self.epochs}))
+
+
+def probe(model, tokenizer, enc_train, eval_seqs, ref_margins, *, beta: float, pad: int) -> dict:
+    """At a checkpoint of the IM-RM: the change of the eval rewards beta ln pi(y|x) per unit eta
+    under one GD step of every parameter on the mean DPO loss over enc_train, predicted by Eq. 5
+    (the unembedding alone, the states fixed), by the exact tangent of the full step, and taken
+    for real. The model's parameters and their requires_grad flags are left as they were."""
+    import torch
+
+    from sims.hf.model import head_of, run_batches
+    from sims.hf.pairs import split_responses
+    from sims.hf.step import _agreement, actual_reward_change, loss_gradients, tangent_reward_change
+    from sims.persona_real.explain import large_sign_agreement
+    from theory.dynamics import reward_change_matrix_im
+    from theory.sequences import Seqs
+    head = head_of(model)
+    quiet = lambda done, total: None    # noqa: E731  (the engine's own progress line covers the checkpoint)
+    parts = [run_batches(model, s, pad_id=pad, progress=quiet) for s in (eval_seqs, *split_responses(enc_train))]
+    U, _ = head.theory_form(parts[0]["h"][:1])
+    seqs = [Seqs(head.theory_form(r["h"])[1], r["y"], r["mask"]) for r in parts]
+    with torch.no_grad():
+        eq5 = reward_change_matrix_im(U.detach(), *seqs, beta=beta, eta=1.0,
+                                      ref_margins=ref_margins.to(U.dtype)).mean(-1).double()
+    named = [n for n, _ in model.named_parameters()]
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        grads = loss_gradients(model, tokenizer, enc_train, ref_margins, beta=beta, params=named)
+        tangent = tangent_reward_change(model, tokenizer, enc_train, eval_seqs, ref_margins, beta=beta, eta=1.0,
+                                        params=named, grads=grads).double()
+        eta = PROBE_TARGET * beta / float(tangent.abs().max())
+        actual = actual_reward_change(model, tokenizer, eval_seqs, grads, beta=beta, eta=eta, params=named).double() / eta
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+    n = len(eval_seqs) // 2        # chosen then rejected: each pair's margin change, what decides its ranking
+    margin = lambda x: x[:n] - x[n:]                           # noqa: E731
+    return {"eta": eta, "eq5": eq5, "tangent": tangent, "actual": actual,
+            "eq5_vs_actual": {**_agreement(eq5, actual), "sign_agreement_large": large_sign_agreement(eq5, actual),
+                              "margin_sign_agreement": _sign(margin(eq5), margin(actual))},
+            "tangent_margin_sign_agreement": _sign(margin(tangent), margin(actual)),
+            "tangent_vs_actual": _agreement(tangent, actual), "eq5_vs_tangent": _agreement(eq5, tangent)}
+
+
+def _sign(pred, actual) -> float:
+    return float((pred.sign() == actual.sign()).double().mean())
+
+
+def run(config: Config, log=print) -> dict:
+    import torch
+
+    from sims.hf.model import load, load_tokenizer, pad_token_id, run_batches
+    from sims.hf.pairs import split_responses
+    from sims.hf.step import _agreement
+    from sims.hf.training import TrainConfig, train, variant_of
+    from sims.hf.training import forecast as fcst
+    from sims.persona_real import PAPER, _combine
+    from sims.persona_real.data import SPLITS, build
+    from sims.progress import progress
+    t0 = time.perf_counter()
+    clock = lambda: f"[{time.perf_counter() - t0:6.1f} s]"     # noqa: E731
+    model, tok = load(config.model), load_tokenizer(config.model)
+    pad = pad_token_id(tok)
+    data = build(tok, persona_jsonl=config.persona_jsonl or None, n_train=config.n_train, n_test=config.n_test,
+                 n_shift=config.n_shift, n_synonym_prompts=1)
+    enc = data["enc"]
+    specs = config.models.split(",")
+    kinds = [s.partition("/")[0] for s in specs]
+    log(f"{clock()} {config.model}: {data['sizes']} pairs from {data['source']}")
+
+    # before training: the forecast of both kinds (whichever trains), every evaluation pair
+    log(f"{clock()} forecast: the first step of each kind from its initialisation (minutes: autograd through the "
+        f"model over every evaluation pair)")
+    fc = fcst.forecast(model, tok, {n: enc[n] for n in SPLITS}, kinds=list(fcst.FORECAST_KINDS), beta=config.beta,
+                       batch_size=16)
+    for kind in fc["kinds"]:
+        for line in fcst.flagged_lines(fc, kind, limit=3):
+            log(line)
+
+    # the probe's rows: the paraphrases of the first probe prompts (chosen, then rejected)
+    P = config.n_probe_prompts
+    para = enc["para_train"][:2 * P]
+    eval_seqs = [(p, c) for p, c, _ in para] + [(p, r) for p, _, r in para]
+    with torch.no_grad():
+        ref = [run_batches(model, g, pad_id=pad, states=False)["logp"].sum(-1) for g in split_responses(enc["train"])]
+    ref_margins = ref[0] - ref[1]
+
+    per_spec, seconds, probes, scores = {}, {}, [], {}
+    for spec in specs:
+        kind = spec.partition("/")[0]
+        cfg = TrainConfig(lr=config.lr_full, epochs=config.epochs, batch_size=config.batch,
+                          micro_batch_size=config.micro_batch, beta=config.beta, seed=config.seed,
+                          checkpoints=config.checkpoints())
+        prev = {}
+
+        def callback(record, rm, kind=kind, prev=prev):
+            if kind != "im":
+                return
+            ev = record["evals"]["para_train"]
+            now = torch.tensor(ev["chosen"][:2 * P] + ev["rejected"][:2 * P], dtype=torch.float64)
+            if prev:     # Eq. 5 at the last checkpoint against what Adam did since
+                probes[-1]["interval"] = {**_agreement(prev["eq5"], now - prev["r"]),
+                                          "epochs": [probes[-1]["epoch"], record["epoch"]]}
+            pr = probe(rm.model, tok, enc["train"], eval_seqs, ref_margins, beta=config.beta, pad=pad)
+            probes.append({"epoch": record["epoch"], "eta": pr["eta"],
+                           **{k: pr[k] for k in ("eq5_vs_actual", "tangent_vs_actual", "eq5_vs_tangent",
+                                                 "tangent_margin_sign_agreement")},
+                           **{k: pr[k].tolist() for k in ("eq5", "tangent", "actual")}})
+            prev.update(eq5=pr["eq5"], r=now)
+            a = pr["eq5_vs_actual"]
+            log(f"{clock()}   epoch {record['epoch']:g}: Eq. 5 vs the real full step: correlation "
+                f"{a['correlation'] if a['correlation'] is None else round(a['correlation'], 3)}, sign "
+                f"{a['sign_agreement']:.3f} (per pair's margin {a['margin_sign_agreement']:.3f}); the full step's "
+                f"tangent vs it: correlation {pr['tangent_vs_actual']['correlation']:.4f}, margin sign "
+                f"{pr['tangent_margin_sign_agreement']:.3f}")
+
+        t1 = time.perf_counter()
+        hist = train(model, kind, variant_of("full"), enc["train"], pad_id=pad, config=cfg,
+                     evals={n: enc[n] for n in SPLITS}, callback=callback, progress=progress)
+        seconds[spec] = time.perf_counter() - t1
+        history = [{"epoch": c["epoch"], **{n: _combine(n, c["evals"][n]) for n in SPLITS}}
+                   for c in hist["checkpoints"]]
+        per_spec[spec] = {"history": history, "loss": hist["loss"]}
+        scores[kind] = fcst.score(fc, kind, hist)
+        f = history[-1]
+        log(f"{clock()} {spec} ({seconds[spec]:.0f} s): " + "  ".join(f"{n} {f[n]['accuracy']:.3f}" for n in SPLITS)
+            + f"  (last step's loss {hist['loss'][-1]:.3f})")
+        for name, row in scores[kind].items():
+            log(fcst.describe(name, kind, row))
+
+    checks = checks_for(per_spec, probes)
+    for c in checks:
+        tag = {True: "PASS", False: "FAIL", None: "INFO"}[c["passed"]]
+        log(f"  [{tag}] {c['claim']}: predicted {c['predicted']}, measured {c['measured']}")
+    return {"config": dataclasses.asdict(config), "paper": PAPER,
+            "settings": {"lr": config.lr_full, "epochs": config.epochs, "batch": config.batch, "beta": config.beta,
+                         "optimiser": "AdamW, weight decay 0 (= Adam)", "variant": "full", "precision": "fp32",
+                         "checkpoints": list(config.checkpoints())},
+            "data": {"source": data["source"], "sizes": data["sizes"], "examples": data["examples"],
+                     "model": config.model},
+            "models": per_spec,
+            "forecast": {**fc, "scores": scores},
+            "eq5_along": {"rows": f"paraphrases of the first {P} training prompts ({4 * P} responses)",
+                          "probes": probes},
+            "conventions": {"forecast_scoring": "per listed pair of each split; wrong = final margin <= 0",
+                            "paraphrase_accuracy": "pooled over the 2 x 2 (yes-like, no-like) combinations",
+                            "probe": "one full-batch GD step (float32) of every parameter on the mean DPO loss over "
+                                     "every training pair, from the checkpoint"},
+            "checks": checks, "_run": {"seconds_per_model": seconds}}
+
+
+def checks_for(per_spec: dict, probes: list) -> list:
+    checks = []
+
+    def add(claim, predicted, measured, passed):
+        checks.append({"claim": claim, "predicted": predicted, "measured": measured, "passed": passed})
+
+    for spec, v in per_spec.items():
+        end = v["history"][-1]
+        add(f"{spec} fits its training pairs", "> 0.9", end["train"]["accuracy"], end["train"]["accuracy"] > 0.9)
+        pt, pe = end["para_train"]["accuracy"], end["para_test"]["accuracy"]
+        if spec.startswith("ex"):
+            add(f"{spec} generalises to paraphrased answers (paper: 1.00 / 1.00)", "> 0.9 on both", [pt, pe],
+                pt > 0.9 and pe > 0.9)
+        else:
+            add(f"{spec} is below chance on paraphrased answers (paper: 0.022 / 0.019)", "< 0.5 on both", [pt, pe],
+                pt < 0.5 and pe < 0.5)
+    if probes:
+        add("The full step's exact tangent predicts the real full step at every checkpoint (the probe's own check)",
+            "correlation > 0.99", [p["tangent_vs_actual"]["correlation"] for p in probes],
+            min(p["tangent_vs_actual"]["correlation"] or 0 for p in probes) > 0.99)
+        add("Eq. 5 (unembedding alone) against the real step of every parameter, per checkpoint (correlation)",
+            "(measured: Assumption 1 dropped)", [p["eq5_vs_actual"]["correlation"] for p in probes], None)
+        add("Eq. 5 against the real full step: sign agreement per checkpoint", "(measured)",
+            [p["eq5_vs_actual"]["sign_agreement"] for p in probes], None)
+        add("Eq. 5 against the real full step: sign of each pair's margin change, per checkpoint", "(measured)",
+            [p["eq5_vs_actual"]["margin_sign_agreement"] for p in probes], None)
+    return checks
+
+
+def main(argv=None) -> int:
+    return cli.simulation_main("persona_real_along", Config, run, __doc__, argv, module="sims.persona_real.along")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

