@@ -28,7 +28,8 @@ from pathlib import Path
 from sims import atomic
 from sims.cli import UsageError, run_cli
 from figures import (FIGURES, RESULTS, ROOT, dynamics, hamiltonian, hf_train, ledger, persona, persona_real,
-                     persona_real_along, persona_real_wording, theorem2)
+                     persona_real_along, persona_real_prefixes, persona_real_wording,
+                     theorem2)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ RUNS = {
     # why the toolkit's statements and Anthropic's file end differently: controlled changes of the
     # statements under the top-block IM-RM, three pools of statements each (issue 24 item 2)
     "persona_real_wording": Run("sims.persona_real.wording"),
+    # the answer draws varied one at a time: the share of rejected answers starting "My judgement:"
+    # set by construction, statements and every other draw held (issue 24 item 2)
+    "persona_real_prefixes": Run("sims.persona_real.prefixes"),
     "bench_max_margin": Run("sims.bench_max_margin"),
     "bench_max_margin_large": Run("sims.bench_max_margin", ("--large", "--rounds", "1", "--qp-rounds", "0")),
     # u* on the real model's training differences (every affirmative x negative one-token answer)
@@ -123,6 +127,7 @@ DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynam
          "persona_real_paper_lr": ("persona_real_paper_lr", persona_real.draw),
          "persona_real_along": ("persona_real_along", persona_real_along.draw),
          "persona_real_wording": ("persona_real_wording", persona_real_wording.draw),
+         "persona_real_prefixes": ("persona_real_prefixes", persona_real_prefixes.draw),
          "hf_train_example": ("hf_train_example", hf_train.draw)}
 
 
