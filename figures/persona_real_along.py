@@ -21,7 +21,8 @@ def _agreement_panel(ax, probes) -> None:
     ep = [p["epoch"] for p in probes]
     series = [("eq5_vs_actual", "correlation", "C0", "-", "Eq. 5 vs the real step: correlation"),
               ("eq5_vs_actual", "sign_agreement", "C0", "--", "Eq. 5 vs the real step: sign agreement"),
-              ("tangent_vs_actual", "correlation", "C2", "-", "the full step's tangent vs it: correlation")]
+              ("eq5_vs_actual", "margin_sign_agreement", "C1", "-.", "Eq. 5 vs the real step: sign of each pair's margin"),
+              ("tangent_vs_actual", "correlation", "C2", ":", "the full step's tangent vs it: correlation")]
     for key, stat, color, ls, label in series:
         ax.plot(ep, [np.nan if p[key][stat] is None else p[key][stat] for p in probes], ls, color=color, marker="o",
                 ms=3, label=label)
@@ -75,8 +76,8 @@ def draw(results: dict, stem: Path) -> None:
         _agreement_panel(axes.pop(0), probes)
     if im:
         _forecast_panel(axes.pop(0), im)
-    fig.suptitle(f"Persona on {results['data']['model']}, full fine-tuning at the paper's settings: one seed; short "
-                 f"bars right of the last epoch = the paper's numbers", fontsize=9)
+    fig.suptitle(f"Persona on {results['data']['model']}, full fine-tuning (AdamW lr {s['lr']:g}, batch {s['batch']}, "
+                 f"{s['epochs']} epochs), one seed; short bars right of the last epoch = the paper's numbers", fontsize=9)
     fig.tight_layout()
     split_legend(fig, LABELS, "paper's number")
     save(fig, Path(stem))
