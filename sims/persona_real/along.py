@@ -220,7 +220,10 @@ def run(config: Config, log=print) -> dict:
             "data": {"source": data["source"], "sizes": data["sizes"], "examples": data["examples"],
                      "model": config.model},
             "models": per_spec,
-            "forecast": {**fc, "scores": scores},
+            "forecast": {**fc, "scores": scores,
+                         # per kind, set and step: how many pairs the step would push the wrong way
+                         "flagged": {k: {n: {st: sum(d < 0 for d in f["margin_change"][k][st]) for st in fcst.STEPS}
+                                         for n, f in fc["sets"].items()} for k in fc["kinds"]}},
             "eq5_along": {"rows": f"paraphrases of the first {P} training prompts ({4 * P} responses)",
                           "probes": probes},
             "conventions": {"forecast_scoring": "per listed pair of each split; wrong = final margin <= 0",
