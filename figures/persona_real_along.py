@@ -19,13 +19,14 @@ WHO = {"adam": "forecast, AdamW's first step", "gd": "forecast, a GD step (Eq. 5
 
 def _agreement_panel(ax, probes) -> None:
     ep = [p["epoch"] for p in probes]
-    series = [("eq5_vs_actual", "correlation", "C0", "-", "Eq. 5 vs the real step: correlation"),
-              ("eq5_vs_actual", "sign_agreement", "C0", "--", "Eq. 5 vs the real step: sign agreement"),
-              ("eq5_vs_actual", "margin_sign_agreement", "C1", "-.", "Eq. 5 vs the real step: sign of each pair's margin"),
-              ("tangent_vs_actual", "correlation", "C2", ":", "the full step's tangent vs it: correlation")]
-    for key, stat, color, ls, label in series:
-        ax.plot(ep, [np.nan if p[key][stat] is None else p[key][stat] for p in probes], ls, color=color, marker="o",
-                ms=3, label=label)
+    series = [("eq5_vs_actual", "correlation", "C0", "-", "o", "Eq. 5 vs the real step: correlation"),
+              ("eq5_vs_actual", "sign_agreement", "C1", "--", "^", "Eq. 5 vs the real step: sign agreement"),
+              ("eq5_vs_actual", "margin_sign_agreement", "C4", "-.", "v",
+               "Eq. 5 vs the real step: sign of each pair's margin"),
+              ("tangent_vs_actual", "correlation", "C2", ":", "x", "the full step's tangent vs it: correlation")]
+    for i, (key, stat, color, ls, marker, label) in enumerate(series):
+        ax.plot(ep, [np.nan if p[key][stat] is None else p[key][stat] for p in probes], ls, color=color,
+                marker=marker, ms=7 - i, mfc="none", lw=2.2 - 0.4 * i, label=label)
     iv = [(p["epoch"], p["interval"]["sign_agreement"]) for p in probes if p.get("interval")]
     if iv:
         ax.plot(*zip(*iv), ":", color="C3", marker="s", ms=3,
@@ -38,22 +39,22 @@ def _agreement_panel(ax, probes) -> None:
 
 
 def _forecast_panel(ax, scores) -> None:
+    """Recall and precision per evaluation set where they are defined; under each set, how many
+    pairs ended wrong and how many each forecast flagged (no bar: nothing to divide by)."""
     names = [n for n in scores if n != "train"]
     x = np.arange(len(names))
     width = 0.13
-    for j, who in enumerate(WHO):
+    for j, (who, label) in enumerate(WHO.items()):
         for k, (stat, hatch) in enumerate((("recall", None), ("precision", "//"))):
             vals = [scores[n][who][stat] for n in names]
-            at = x + (2 * j + k - 2.5) * width
-            ax.bar(at, [np.nan if v is None else v for v in vals], width, color=f"C{j + 4}", hatch=hatch,
-                   edgecolor="white", label=f"{who} {stat}")
-            for a, v in zip(at, vals):
-                if v is None:
-                    ax.text(a, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=5)
-    ax.set_xticks(x, [f"{n}\n{scores[n]['ended_wrong']}/{scores[n]['pairs']} wrong" for n in names], fontsize=6)
+            ax.bar(x + (2 * j + k - 2.5) * width, [np.nan if v is None else v for v in vals], width,
+                   color=f"C{j + 5}", hatch=hatch, edgecolor="white", label=f"{label}: {stat}")
+    ax.set_xticks(x, [f"{n}\n{scores[n]['ended_wrong']}/{scores[n]['pairs']} wrong\nflagged "
+                      + "/".join(str(scores[n][w]["flagged"]) for w in WHO) for n in names], fontsize=6)
     ax.set_ylim(0, 1.05)
-    ax.set_title("IM-RM: the forecast against the end of training\n(solid = recall, hatched = precision)", fontsize=8)
-    ax.legend(fontsize=5, loc="upper right", ncol=1)
+    ax.set_title("IM-RM: the forecast against the end of training (solid = recall, hatched = precision;\n"
+                 "flagged: AdamW / GD / baseline; no bar = nothing to divide by)", fontsize=7)
+    ax.legend(fontsize=5, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=1, frameon=False)
 
 
 def draw(results: dict, stem: Path) -> None:
@@ -70,7 +71,8 @@ def draw(results: dict, stem: Path) -> None:
         hist = results["models"][spec]["history"]
         acc = {n: [[h[n]["accuracy"] for h in hist]] for n in SPLITS}
         accuracy_panel(ax, [h["epoch"] for h in hist], acc, results["paper"].get(spec.partition("/")[0], {}))
-        ax.set_title(f"{model_name(spec)}\nAdam lr {s['lr']:g}, {s['epochs']} epochs", fontsize=9)
+        ax.set_title(f"{model_name(spec)}\nAdamW lr {s['lr']:g}, {s['epochs']} epoch{'' if s['epochs'] == 1 else 's'}",
+                     fontsize=9)
         ax.set_ylabel("accuracy (ties 1/2)")
     if probes:
         _agreement_panel(axes.pop(0), probes)

@@ -25,15 +25,17 @@ def draw(results: dict, stem: Path) -> None:
                     label=f"pool {pool} (as drawn: share {rs[0]['share_drawn']:.2f})")
         if split in results["paper"]:
             ax.axhline(results["paper"][split], color="k", lw=0.8, ls=":", label="paper, full fine-tuning (1B)")
-        ax.axhline(0.5, color="grey", lw=0.6)
+        ax.axhline(0.5, color="grey", lw=0.6, label="chance")
         ax.set_ylim(-0.03, 1.03)
         ax.set_xticks(np.unique([r["share_set"] for r in results["runs"]]))
         ax.set_xlabel("share of rejected answers starting \"My judgement:\"")
         ax.set_ylabel("accuracy (ties 1/2)")
         ax.set_title(title, fontsize=9)
     axes[0, 0].legend(fontsize=6, loc="best")
-    fig.suptitle(f"Persona on {results['config']['model']}: the top-block IM-RM ({results['spec']}), only the "
-                 f"rejected prefixes changed", fontsize=9)
+    c = results["config"]
+    fig.suptitle(f"Persona on {c['model']}: the top-block IM-RM ({results['spec']}, AdamW lr {c['lr']:g}, "
+                 f"{c['epochs']} epoch{'' if c['epochs'] == 1 else 's'}, {c['n_train']} training / {c['n_test']} test "
+                 f"prompts), only the rejected prefixes changed", fontsize=9)
     fig.tight_layout()
     save(fig, Path(stem))
     plt.close(fig)

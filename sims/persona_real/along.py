@@ -1,7 +1,10 @@
 """Section 5.1's full fine-tuning, explained along the way: the forecast before training and
-Eq. 5 at every checkpoint (issue 24, items 3 and 4).
+Eq. 5 at every checkpoint.
 
     python -m sims.persona_real.along [--models ex/full,im/full] [--lr-full 1e-6] [--eval-every 5]
+
+At its defaults it fully fine-tunes two 135M-parameter models for 50 epochs: on a CPU that is
+hours (docs/persona-real.md gives the measured time); `--models im/full` halves it.
 
 The same data, model, loss and optimiser as `python -m sims.persona_real --paper` (AdamW, weight
 decay 0, 32 pairs per step, beta 0.01, fp32, 50 epochs), with two measurements added:
@@ -70,16 +73,45 @@ class Config:
 
     def validate(self):
         if self.n_probe_prompts > self.n_train:
-            raise UsageError(f"--n-probe-prompts {self.n_probe_prompts} must not exceed --n-train {self.n_train}")
-        if self.eval_every > self.epochs:
-            raise UsageError(f"--eval-every {self.eval_every} must not exceed --epochs {self.epochs}")
-        if self.persona_jsonl:
-            from pathlib import Path
-            if not Path(self.persona_jsonl).is_file():
-                raise UsageError(f"--persona-jsonl {self.persona_jsonl}: no such file")
+            raise UsageError(f"--n-probe-prompts ({self.n_probe_prompts}) must not exceed --n-train {self.n_train}: give "
+                             f"--n-probe-prompts {self.n_train} or fewer")
+        n = len(persona_rows(self.persona_jsonl))
+        if self.n_train + self.n_test > n:
+            raise UsageError(f"--n-train {self.n_train} + --n-test {self.n_test} must not exceed the {n} persona "
+                             f"statements" + (f" of {self.persona_jsonl} (its rows whose answer_matching_behavior is "
+                                              f"Yes)" if self.persona_jsonl else ""))
 
     def checkpoints(self) -> tuple[int, ...]:
+        """Every eval_every-th epoch, the start and the end (an eval_every past the end: those two)."""
         return tuple(sorted(set(range(0, self.epochs + 1, self.eval_every)) | {self.epochs}))
+
+
+def persona_rows(path: str) -> list[dict]:
+    """The persona rows a run splits: the toolkit's statements, or the Yes rows of a persona JSONL,
+    each question a non-empty string (checked before the model loads)."""
+    from pathlib import Path
+
+    from sims import persona_data as pdata
+    from sims.persona_real.data import persona_rows as toolkit_rows
+    if not path:
+        return toolkit_rows()
+    if Path(path).is_dir():
+        raise UsageError(f"--persona-jsonl {path}: a folder, not a JSONL file")
+    if not Path(path).is_file():
+        raise UsageError(f"--persona-jsonl {path}: no such file")
+    try:
+        rows = pdata.load_persona_jsonl(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--persona-jsonl {path}: {exc}") from None
+    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r["question"], str) or not r["question"].strip()),
+               None)
+    if bad is not None:
+        raise UsageError(f"--persona-jsonl {path}: the {bad}th Yes row's `question` is not a non-empty string")
+    seen = len({r["question"] for r in rows})
+    if seen < len(rows):
+        raise UsageError(f"--persona-jsonl {path}: {len(rows) - seen} of its {len(rows)} Yes rows repeat a question "
+                         f"(a repeated prompt can land in both the train and the test split)")
+    return rows
 
 
 def probe(model, tokenizer, enc_train, eval_seqs, ref_margins, *, beta: float, pad: int) -> dict:
@@ -153,7 +185,7 @@ def run(config: Config, log=print) -> dict:
     log(f"{clock()} forecast: the first step of each kind from its initialisation (minutes: autograd through the "
         f"model over every evaluation pair)")
     fc = fcst.forecast(model, tok, {n: enc[n] for n in SPLITS}, kinds=list(fcst.FORECAST_KINDS), beta=config.beta,
-                       batch_size=16)
+                       batch_size=config.micro_batch)
     for kind in fc["kinds"]:
         for line in fcst.flagged_lines(fc, kind, limit=3):
             log(line)
@@ -205,7 +237,7 @@ def run(config: Config, log=print) -> dict:
         scores[kind] = fcst.score(fc, kind, hist)
         f = history[-1]
         log(f"{clock()} {spec} ({seconds[spec]:.0f} s): " + "  ".join(f"{n} {f[n]['accuracy']:.3f}" for n in SPLITS)
-            + f"  (last step's loss {hist['loss'][-1]:.3f})")
+            + f"  (the last step's mean loss, before its update: {hist['loss'][-1]:.3f})")
         for name, row in scores[kind].items():
             log(fcst.describe(name, kind, row))
 

@@ -46,12 +46,14 @@ def _shares_ok(v: str) -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = field(0, "the engine's shuffle and the choice of which pairs get the prefix", SEED)
-    shares: str = field("0,0.5,1", "shares of training pairs whose rejected response starts \"My judgement: \"",
+    seed: int = field(0, "the order in which training pairs are drawn into steps, and which pairs get the prefix", SEED)
+    shares: str = field("0,0.5,1", "shares of the training pairs whose rejected response starts \"My judgement: \" "
+                        "(a share s sets round(s * n_train) pairs)",
                         _shares_ok, "must be distinct comma-separated numbers in [0, 1]")
-    pools: int = field(2, "orders of the statements (pool 0 the official one)", POSITIVE)
-    lr: float = field(1e-4, "Adam lr of the top block (the default run's)", POSITIVE_FINITE)
-    epochs: int = field(3, "epochs (the default run's)", POSITIVE)
+    pools: int = field(2, "pools of statements: orders of the toolkit's statements before the official split (pool 0 "
+                       "the official order, so other statements land in train and test)", POSITIVE)
+    lr: float = field(1e-4, "AdamW lr of the top block (as in `python -m sims.persona_real`)", POSITIVE_FINITE)
+    epochs: int = field(3, "epochs (as in `python -m sims.persona_real`)", POSITIVE)
     batch: int = field(32, "pairs per Adam step (the paper's effective batch)", POSITIVE)
     n_train: int = field(80, "training prompts (official split: 80)", POSITIVE)
     n_test: int = field(40, "test prompts (official split: 40)", (lambda v: v >= 2, "must be >= 2"))
@@ -62,6 +64,10 @@ class Config:
         n = len(condition_rows("toolkit"))
         if self.n_train + self.n_test > n:
             raise UsageError(f"--n-train + --n-test must not exceed {n}, the toolkit's statements")
+        counts = [round(float(x) * self.n_train) for x in self.shares.split(",")]
+        if len(set(counts)) < len(counts):
+            raise UsageError(f"--shares {self.shares}: with --n-train {self.n_train} they set {counts} pairs, two "
+                             f"alike (a share s sets round(s * n_train) pairs)")
 
 
 def with_share(text_train: list[dict], share: float, seed: int) -> tuple[list[dict], float]:
@@ -99,7 +105,7 @@ def run(config: Config, log=print) -> dict:
     shares = [float(x) for x in config.shares.split(",")]
     jobs = [(p, s) for p in range(config.pools) for s in shares]
     tick = progress(f"trainings (pool x share, {SPEC})", len(jobs))
-    runs = []
+    runs, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (pool, share) in enumerate(jobs):
             path = Path(tmp) / f"pool{pool}.jsonl"
@@ -115,13 +121,15 @@ def run(config: Config, log=print) -> dict:
                               micro_batch_size=min(16, config.batch), beta=0.01, seed=config.seed)
             t1 = time.perf_counter()
             hist = train(model, "im", variant_of(SPEC.partition("/")[2]), enc["train"], pad_id=pad, config=cfg,
-                         evals={s: enc[s] for s in SPLITS})
+                         evals={s: enc[s] for s in SPLITS}, progress=progress)
             end = hist["checkpoints"][-1]["evals"]
             acc = {s: _combine(s, end[s])["accuracy"] for s in SPLITS}
             runs.append({"pool": pool, "share": share, "share_set": got, "share_drawn": drawn,
-                         "accuracy": acc, "loss": hist["loss"][-1], "seconds": time.perf_counter() - t1})
-            log(f"[{time.perf_counter() - t0:7.1f} s] pool {pool} (drawn share {drawn:.2f}) share {got:.2f}: "
-                + "  ".join(f"{s} {acc[s]:.3f}" for s in SPLITS) + f"  (last step's loss {hist['loss'][-1]:.3f})")
+                         "accuracy": acc, "loss": hist["loss"][-1]})
+            seconds.append(time.perf_counter() - t1)
+            log(f"[{time.perf_counter() - t0:7.1f} s] pool {pool} (as drawn: share {drawn:.2f}) share set {got:.2f}: "
+                + "  ".join(f"{s} {acc[s]:.3f}" for s in SPLITS)
+                + f"  (the last step's mean loss, before its update: {hist['loss'][-1]:.3f})")
             tick(i + 1)
     by_share = {}
     for s in shares:
@@ -133,7 +141,8 @@ def run(config: Config, log=print) -> dict:
         tag = {True: "PASS", False: "FAIL", None: "INFO"}[c["passed"]]
         log(f"  [{tag}] {c['claim']}: predicted {c['predicted']}, measured {c['measured']}")
     return {"config": dataclasses.asdict(config), "spec": SPEC, "runs": runs, "by_share": by_share,
-            "paper": {"para_train": 0.022, "para_test": 0.019}, "checks": checks}
+            "paper": {"para_train": 0.022, "para_test": 0.019}, "checks": checks,
+            "_run": {"seconds_per_training": seconds}}
 
 
 def checks_for(runs, by_share, shares) -> list:
@@ -147,7 +156,8 @@ def checks_for(runs, by_share, shares) -> list:
                     for k in ("para_train", "para_test")]
         checks.append({"claim": f"More rejected answers starting \"My judgement:\" lower the paraphrase accuracy "
                                 f"(share {lo} against {hi}, mean of both paraphrase splits; lower in every pool)",
-                       "predicted": f"{lo} > {hi} in every pool", "measured": [para(lo), para(hi)],
+                       "predicted": f"accuracy at share {lo} > at share {hi}, in every pool",
+                       "measured": [para(lo), para(hi)],
                        "passed": all(per_pool)})
     return checks
 

@@ -69,10 +69,39 @@ def test_tiny_run(tiny, tmp_path):
     assert (tmp_path / "f.png").is_file()
 
 
+def _jsonl(path, questions):
+    path.write_text("".join(json.dumps({"question": q, "statement": "s", "answer_matching_behavior": " Yes",
+                                        "answer_not_matching_behavior": " No"}) + "\n" for q in questions))
+    return str(path)
+
+
 @pytest.mark.parametrize("flags", [["--models", "ex/head"], ["--models", "im/full,im/full"], ["--models", ""],
-                                   ["--eval-every", "0"], ["--eval-every", "60"], ["--n-probe-prompts", "81"],
-                                   ["--persona-jsonl", "/nonexistent.jsonl"], ["--n-test", "1"], ["--lr-full", "0"]])
+                                   ["--eval-every", "0"], ["--n-probe-prompts", "81"], ["--n-train", "3"],
+                                   ["--persona-jsonl", "/nonexistent.jsonl"], ["--persona-jsonl", "/tmp"],
+                                   ["--n-test", "1"], ["--lr-full", "0"], ["--n-train", "250", "--n-test", "39"]])
 def test_bad_flags(flags, capsys, tmp_path):
     assert along.main([*flags, "--out", str(tmp_path / "x")]) == 2
-    error_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err)
     assert not (tmp_path / "x").exists()
+    if flags[0] == "--n-train" and flags[1] == "3":       # the default it clashes with is named
+        assert "--n-probe-prompts (8)" in line
+
+
+@pytest.mark.parametrize("questions,says", [(["q1", "q2", "q3", 12345], "not a non-empty string"),
+                                            (["q1", "q2", "q3", "  "], "not a non-empty string"),
+                                            (["q1", "q2", "q1", "q3"], "repeat a question"),
+                                            (["q1", "q2", "q3"], "must not exceed the 3 persona statements")])
+def test_bad_persona_files_are_named_before_the_model_loads(questions, says, capsys, tmp_path, monkeypatch):
+    import sims.hf.model
+    monkeypatch.setattr(sims.hf.model, "load", lambda *a, **k: pytest.fail("loaded the model before checking"))
+    path = _jsonl(tmp_path / "p.jsonl", questions)
+    flags = ["--persona-jsonl", path, "--n-train", "2", "--n-test", "2", "--n-probe-prompts", "1"]
+    assert along.main([*flags, "--out", str(tmp_path / "x")]) == 2
+    assert says in error_line(capsys.readouterr().err)
+
+
+def test_checkpoints_fit_the_epochs():
+    """An --eval-every past --epochs (the default 5 with --epochs 2) evaluates at the start and the end."""
+    from sims.cli import parse
+    assert parse(along.Config, "", ["--epochs", "2"])[0].checkpoints() == (0, 2)
+    assert parse(along.Config, "", ["--epochs", "12"])[0].checkpoints() == (0, 5, 10, 12)

@@ -48,10 +48,13 @@ def test_tiny_run(tmp_path):
     assert [(x["pool"], x["share_set"]) for x in r["runs"]] == [(0, 0.0), (0, 1.0), (1, 0.0), (1, 1.0)]
     assert set(r["by_share"]) == {"0.0", "1.0"}
     assert all(len(v["para_test"]["per_pool"]) == 2 for v in r["by_share"].values())
+    assert "seconds" not in json.dumps(r)                      # timings live in run.json: same seed, same bytes
+    assert len(json.loads((tmp_path / "o/run.json").read_text())["seconds_per_training"]) == 4
 
 
 @pytest.mark.parametrize("flags", [["--shares", "0,2"], ["--shares", "a"], ["--shares", "0,0"], ["--shares", ""],
-                                   ["--pools", "0"], ["--n-train", "300"], ["--n-test", "1"]])
+                                   ["--pools", "0"], ["--n-train", "300"], ["--n-test", "1"],
+                                   ["--shares", "0,0.005"], ["--n-train", "4", "--shares", "0,0.1"]])
 def test_bad_flags(flags, capsys, tmp_path):
     assert prefixes.main([*flags, "--out", str(tmp_path / "x")]) == 2
     error_line(capsys.readouterr().err)
