@@ -131,11 +131,13 @@ def run(config: Config, log=print) -> dict:
                 + "  ".join(f"{s} {acc[s]:.3f}" for s in SPLITS)
                 + f"  (the last step's mean loss, before its update: {hist['loss'][-1]:.3f})")
             tick(i + 1)
-    by_share = {}
+    # a list in the order of --shares (a share's own digits would not make a key the docs can cite)
+    by_share = []
     for s in shares:
         rs = [r for r in runs if r["share"] == s]
-        by_share[str(s)] = {k: {"mean": float(np.mean([r["accuracy"][k] for r in rs])),
-                                "per_pool": [r["accuracy"][k] for r in rs]} for k in SPLITS}
+        by_share.append({"share": s, "share_set": rs[0]["share_set"],
+                         **{k: {"mean": float(np.mean([r["accuracy"][k] for r in rs])),
+                                "per_pool": [r["accuracy"][k] for r in rs]} for k in SPLITS}})
     checks = checks_for(runs, by_share, shares)
     for c in checks:
         tag = {True: "PASS", False: "FAIL", None: "INFO"}[c["passed"]]
@@ -150,9 +152,10 @@ def checks_for(runs, by_share, shares) -> list:
     checks = [{"claim": "The top-block IM-RM fits its training pairs at every share and pool (worst)",
                "predicted": "> 0.9", "measured": fits, "passed": fits > 0.9}]
     if len(shares) > 1:
-        lo, hi = str(min(shares)), str(max(shares))
-        para = lambda s: (by_share[s]["para_train"]["mean"] + by_share[s]["para_test"]["mean"]) / 2  # noqa: E731
-        per_pool = [all(a > b for a, b in zip(by_share[lo][k]["per_pool"], by_share[hi][k]["per_pool"]))
+        at = {b["share"]: b for b in by_share}
+        lo, hi = min(shares), max(shares)
+        para = lambda s: (at[s]["para_train"]["mean"] + at[s]["para_test"]["mean"]) / 2  # noqa: E731
+        per_pool = [all(a > b for a, b in zip(at[lo][k]["per_pool"], at[hi][k]["per_pool"]))
                     for k in ("para_train", "para_test")]
         checks.append({"claim": f"More rejected answers starting \"My judgement:\" lower the paraphrase accuracy "
                                 f"(share {lo} against {hi}, mean of both paraphrase splits; lower in every pool)",
