@@ -100,6 +100,10 @@ RUNS = {
     "persona_real_paper_lr": Run("sims.persona_real", ("--models", "ex/full,im/full", "--lr-full", "1e-5",
                                                        "--epochs-forward", "50", "--eval-every", "5",
                                                        "--n-seeds", "1", "--no-tangent")),
+    # the paper's full fine-tuning of the IM-RM explained along the way: the forecast before training,
+    # scored after it, and Eq. 5 against the real step of every parameter at every 10th epoch (the
+    # EX-RM of these settings is persona_real_paper's; every epoch would double the probes' cost)
+    "persona_real_along": Run("sims.persona_real.along", ("--models", "im/full", "--eval-every", "10")),
     # why the toolkit's statements and Anthropic's file end differently: controlled changes of the
     # statements under the top-block IM-RM, three pools of statements each (issue 24 item 2)
     "persona_real_wording": Run("sims.persona_real.wording"),
@@ -121,6 +125,7 @@ DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynam
          "persona_real_grm": ("persona_real_grm", persona_real.draw),
          "persona_real_paper": ("persona_real_paper", persona_real.draw),
          "persona_real_paper_lr": ("persona_real_paper_lr", persona_real.draw),
+         "persona_real_along": ("persona_real_along", persona_real_along.draw),
          "persona_real_wording": ("persona_real_wording", persona_real_wording.draw),
          "persona_real_prefixes": ("persona_real_prefixes", persona_real_prefixes.draw),
          "hf_train_example": ("hf_train_example", hf_train.draw)}

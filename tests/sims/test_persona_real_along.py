@@ -105,3 +105,17 @@ def test_checkpoints_fit_the_epochs():
     from sims.cli import parse
     assert parse(along.Config, "", ["--epochs", "2"])[0].checkpoints() == (0, 2)
     assert parse(along.Config, "", ["--epochs", "12"])[0].checkpoints() == (0, 5, 10, 12)
+
+
+def test_the_docs_reading_of_the_interval_column_holds():
+    """docs/persona-real.md reads the last column of the probe table as the one direction every
+    probed paraphrase shares: Eq. 5 lowers each of them at every checkpoint. Rerunning the canonical
+    run must keep that true, or the reading must change with it."""
+    import json
+    from figures import RESULTS
+    path = RESULTS / "persona_real_along" / "results.json"
+    if not path.exists():
+        pytest.skip("the canonical run persona_real_along has no results here")
+    probes = json.loads(path.read_text())["eq5_along"]["probes"]
+    assert all(d < 0 for p in probes for d in p["eq5"])
+    assert all(p["interval"]["sign_agreement"] == 1.0 for p in probes if "interval" in p)
