@@ -104,6 +104,11 @@ RUNS = {
     # scored after it, and Eq. 5 against the real step of every parameter at every 10th epoch (the
     # EX-RM of these settings is persona_real_paper's; every epoch would double the probes' cost)
     "persona_real_along": Run("sims.persona_real.along", ("--models", "im/full", "--eval-every", "10")),
+    # the same forecast on the Section 5.1 variants of the default persona_real run (its seed 0, its
+    # learning rates and epochs): does the unembedding's first step name the pairs a top-block IM-RM
+    # gets wrong, where its errors are mixed?
+    "persona_real_along_partial": Run("sims.persona_real.along",
+                                      ("--models", "ex/head,im/unembedding,ex/top_k:1,im/top_k:1")),
     # why the toolkit's statements and Anthropic's file end differently: controlled changes of the
     # statements under the top-block IM-RM, three pools of statements each (issue 24 item 2)
     "persona_real_wording": Run("sims.persona_real.wording"),
@@ -115,6 +120,9 @@ RUNS = {
     # u* on the real model's training differences (every affirmative x negative one-token answer)
     "bench_max_margin_smollm2": Run("sims.bench_max_margin_real"),
     "bench_busy": Run("sims.bench_busy"),
+    # the data card of the toolkit's Section 5.2 preference set (data/section52/): lengths, the
+    # official token-overlap statistic, the checks; a test ties it to the files' sha256
+    "section52_card": Run("sims.section52.card"),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)
@@ -126,6 +134,7 @@ DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynam
          "persona_real_paper": ("persona_real_paper", persona_real.draw),
          "persona_real_paper_lr": ("persona_real_paper_lr", persona_real.draw),
          "persona_real_along": ("persona_real_along", persona_real_along.draw),
+         "persona_real_along_partial": ("persona_real_along_partial", persona_real_along.draw),
          "persona_real_wording": ("persona_real_wording", persona_real_wording.draw),
          "persona_real_prefixes": ("persona_real_prefixes", persona_real_prefixes.draw),
          "hf_train_example": ("hf_train_example", hf_train.draw)}

@@ -36,16 +36,19 @@ def test_tiny_run(tiny, tmp_path):
     code = along.main([*flags, "--out", str(tmp_path / "o")])
     r = json.loads((tmp_path / "o/results.json").read_text())
     assert code == (1 if any(c["passed"] is False for c in r["checks"]) else 0)
-    assert r["settings"]["checkpoints"] == [0, 2, 4] and r["settings"]["lr"] == 1e-3
     for spec in ("ex/full", "im/full"):
+        st = r["models"][spec]["settings"]
+        assert st["checkpoints"] == [0, 2, 4] and st["lr"] == 1e-3 and st["forecast_route"] == "tied"
         hist = r["models"][spec]["history"]
         assert [h["epoch"] for h in hist] == [0, 2, 4]
         assert hist[0]["train"]["accuracy"] == 0.5                        # r = 0 at initialisation: all ties
         assert len(r["models"][spec]["loss"]) == 4 * 2                    # 3 pairs, 2 per step: 2 steps per epoch
     # the forecast: both kinds predicted before training, each scored against its own end
-    fc = r["forecast"]
-    assert fc["kinds"] == ["ex", "im"] and set(fc["scores"]) == {"ex", "im"}
-    for kind, by_set in fc["scores"].items():
+    assert set(r["forecast"]["routes"]) == {"tied"}
+    fc = r["forecast"]["routes"]["tied"]
+    assert fc["kinds"] == ["ex", "im"] and set(r["forecast"]["scores"]) == {"ex/full", "im/full"}
+    for spec, by_set in r["forecast"]["scores"].items():
+        kind = spec.partition("/")[0]
         assert set(by_set) == set(SPLITS)
         for name, row in by_set.items():
             pp = row["per_pair"]
@@ -75,7 +78,40 @@ def _jsonl(path, questions):
     return str(path)
 
 
-@pytest.mark.parametrize("flags", [["--models", "ex/head"], ["--models", "im/full,im/full"], ["--models", ""],
+def test_partial_variants_train_as_persona_real_does(tiny, tmp_path):
+    """The Section 5.1 variants of sims.persona_real: each at that command's learning rate and
+    epochs, the unembedding IM-RM forecast by Eq. 5 on lm_head (its input embedding held), the
+    top-block one by the tied tangent, and no full-step probe."""
+    from figures import persona_real_along as fig
+    flags = ["--models", "ex/head,im/unembedding,im/top_k:1", "--n-train", "3", "--n-test", "2", "--n-shift", "2",
+             "--n-probe-prompts", "2", "--epochs-cached", "2", "--epochs-forward", "1", "--batch", "2",
+             "--micro-batch", "2", "--lr-unembedding", "1e-2", "--model", tiny]
+    code = along.main([*flags, "--out", str(tmp_path / "o")])
+    r = json.loads((tmp_path / "o/results.json").read_text())
+    assert code == (1 if any(c["passed"] is False for c in r["checks"]) else 0)
+    st = {spec: m["settings"] for spec, m in r["models"].items()}
+    assert st["ex/head"] == {"variant": "head", "lr": 1e-3, "epochs": 2, "checkpoints": [0, 2], "forecast_route": "tied"}
+    assert st["im/unembedding"]["variant"] == "unembedding:hold" and st["im/unembedding"]["lr"] == 1e-2
+    assert st["im/unembedding"]["forecast_route"] == "hold" and st["im/top_k:1"]["forecast_route"] == "tied"
+    assert st["im/top_k:1"]["epochs"] == 1 and st["im/top_k:1"]["lr"] == 1e-4
+    routes = r["forecast"]["routes"]
+    assert routes["hold"]["kinds"] == ["im"] and "lm_head alone" in routes["hold"]["method"]["im"]
+    assert "tied" in routes["tied"]["method"]["im"]
+    # each spec is scored against its own route's forecast
+    for spec, route in (("im/unembedding", "hold"), ("im/top_k:1", "tied"), ("ex/head", "tied")):
+        kind = spec.partition("/")[0]
+        for name, row in r["forecast"]["scores"][spec].items():
+            assert [p["adam"]["predicted"] for p in row["per_pair"]] == \
+                routes[route]["sets"][name]["margin_change"][kind]["adam"]
+    assert r["eq5_along"]["probes"] == []
+    # the frozen body: the head and unembedding variants start from ties and end by their own route
+    assert r["models"]["ex/head"]["history"][0]["train"]["accuracy"] == 0.5
+    fig.draw(r, tmp_path / "f")
+    assert (tmp_path / "f.png").is_file()
+
+
+@pytest.mark.parametrize("flags", [["--models", "ex/unembedding"], ["--models", "grm/full"], ["--models", "im/head"],
+                                   ["--models", "im/top_k:0"], ["--models", "im/full,im/full"], ["--models", ""],
                                    ["--eval-every", "0"], ["--n-probe-prompts", "81"], ["--n-train", "3"],
                                    ["--persona-jsonl", "/nonexistent.jsonl"], ["--persona-jsonl", "/tmp"],
                                    ["--n-test", "1"], ["--lr-full", "0"], ["--n-train", "250", "--n-test", "39"]])

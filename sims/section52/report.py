@@ -1,0 +1,220 @@
+"""Section 5.2's comparison, with the uncertainty a 60-pair set carries: EX-RM against IM-RM per
+evaluation set and per kind of shift, read from a `python -m sims.hf train` run.
+
+    python -m sims.section52.report --run RUN_FOLDER[,RUN_FOLDER] [--bootstrap 2000]
+
+RUN_FOLDER holds a results.json written by `python -m sims.hf train --kinds ex,im` (any
+variant, one or more seeds) whose evaluation sets are named as in data/section52/ (indist,
+paraphrase, french, spanish, math, code; others are reported ungrouped). Two folders, one per
+kind, compare runs trained apart (a frozen head and a frozen unembedding want different
+learning rates, and one `sims.hf train` run takes one); their evaluation pairs must agree. At the run's last
+checkpoint, every pair of every seed is scored c = 1 when r(chosen) > r(rejected), 1/2 on a
+tie, 0 otherwise (the official accuracy). Then, per set and per group (in distribution,
+token-level shift, domain shift: the group pools its sets' pairs):
+
+  * accuracy, the mean of c over seeds and pairs, with a 95% bootstrap interval that resamples
+    seeds and pairs (both with replacement; percentile interval);
+  * EX - IM on the same pairs: the mean over pairs of d_i = mean over seeds of c_EX - c_IM, its
+    bootstrap interval (the same resampled pairs and seeds for both kinds), and a two-sided
+    p-value by sign flips of the d_i (under "no difference" each pair's EX and IM are
+    exchangeable; 20000 random flips, or every flip where there are fewer);
+  * the smallest difference this many pairs resolves: 2.8 x the standard error of the mean d_i
+    (a two-sided 5% test with 80% power), beside the paper's gaps of 0.06-0.10;
+  * the normalised margin (the official statistic, the engine's), mean over seeds.
+
+Beside each group, the paper's averages over six LMs of 1B-8B, and its reading: IM-RMs are worse
+in distribution and under token-level shift, comparable or better under domain shift. A
+difference whose interval holds 0 is reported as not resolved, whichever way it leans.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sims import cli
+from sims.cli import UsageError, field
+from sims.inputs import POSITIVE, SEED
+from sims.section52.card import GROUPS
+
+KINDS = ("ex", "im")
+# ../shared/paper_notes.md section 5.2: averages over six LMs of 1B-8B (EX / IM)
+PAPER = {"in distribution": {"accuracy": {"ex": 0.752, "im": 0.646}, "normalised_margin": {"ex": 1.014, "im": 0.813},
+                             "reading": "EX-RM better"},
+         "token-level shift": {"accuracy": {"ex": 0.665, "im": 0.602}, "normalised_margin": {"ex": 0.976, "im": 0.763},
+                               "reading": "EX-RM better"},
+         "domain shift": {"accuracy": {"ex": 0.621, "im": 0.720}, "normalised_margin": {"ex": 0.807, "im": 0.726},
+                          "reading": "IM-RM comparable or better"}}
+FLIPS = 20000
+POWER_FACTOR = 2.8          # z_{0.975} + z_{0.8} = 1.960 + 0.842: a 5% two-sided test with 80% power
+
+
+def correct(chosen, rejected) -> np.ndarray:
+    """1 where the chosen response's reward is higher, 1/2 on a tie, 0 otherwise."""
+    c, r = np.asarray(chosen, dtype=float), np.asarray(rejected, dtype=float)
+    return (c > r) + 0.5 * (c == r)
+
+
+def bootstrap_mean(x: np.ndarray, draws: int, rng) -> tuple[float, float]:
+    """95% percentile interval of the mean of x (seeds x pairs), seeds and pairs resampled."""
+    s, n = x.shape
+    means = np.empty(draws)
+    for b in range(draws):
+        means[b] = x[rng.integers(0, s, s)][:, rng.integers(0, n, n)].mean()
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def sign_flip_p(d: np.ndarray, rng, flips: int = FLIPS) -> float:
+    """Two-sided p-value of mean(d) under random signs (every sign pattern when 2^n <= flips)."""
+    d = np.asarray(d, dtype=float)
+    n, observed = len(d), abs(d.mean())
+    if n == 0 or not d.any():
+        return 1.0
+    if 2 ** n <= flips:
+        signs = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+        return float(np.mean(np.abs((signs * d).mean(1)) >= observed - 1e-12))
+    signs = rng.choice((-1.0, 1.0), size=(flips, n))
+    # the observed signs count as one draw, so p is never 0
+    return float((1 + np.sum(np.abs((signs * d).mean(1)) >= observed - 1e-12)) / (flips + 1))
+
+
+def paired(x_ex: np.ndarray, x_im: np.ndarray, draws: int, rng) -> dict:
+    """EX - IM on the same pairs (seeds x pairs arrays; a kind's seeds may differ in number)."""
+    d = x_ex.mean(0) - x_im.mean(0)
+    n = len(d)
+    boots = np.empty(draws)
+    for b in range(draws):
+        pairs = rng.integers(0, n, n)
+        e = x_ex[rng.integers(0, len(x_ex), len(x_ex))][:, pairs].mean()
+        i = x_im[rng.integers(0, len(x_im), len(x_im))][:, pairs].mean()
+        boots[b] = e - i
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else None        # one pair: no spread to measure
+    return {"difference": float(d.mean()), "interval": [float(lo), float(hi)], "p": sign_flip_p(d, rng),
+            "standard_error": se, "resolvable": None if se is None else POWER_FACTOR * se,
+            "resolved": bool(lo > 0 or hi < 0),
+            "pairs": n, "discordant": int(np.sum(d != 0))}
+
+
+@dataclass(frozen=True)
+class Config:
+    run: str = field("", "a `python -m sims.hf train` results folder with kinds ex and im, or two folders, "
+                     "comma-separated, that hold them between them")
+    bootstrap: int = field(2000, "bootstrap draws", POSITIVE)
+    seed: int = field(0, "the bootstrap's and the sign flips' generator", SEED)
+
+    def validate(self):
+        if not self.run:
+            raise UsageError("--run: give a `python -m sims.hf train` results folder")
+        folders = self.run.split(",")
+        if len(folders) > 2 or len(set(folders)) < len(folders):
+            raise UsageError(f"--run {self.run}: one folder, or two distinct ones (one per kind)")
+        for f in folders:
+            if not (Path(f) / "results.json").is_file():
+                raise UsageError(f"--run {f}: no results.json there")
+
+
+def _read(folder: str) -> dict:
+    try:
+        r = json.loads((Path(folder) / "results.json").read_text())
+        if not isinstance(r["runs"], dict):
+            raise TypeError("runs is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--run {folder}: not a `python -m sims.hf train` results file ({type(exc).__name__}: "
+                         f"{exc})") from None
+    return r
+
+
+def load_run(run: str) -> dict:
+    """The runs of both kinds, from one folder or two (each kind from one folder only), checked:
+    both kinds present, and, from two folders, the same evaluation sets and pairs."""
+    parts = [(f, _read(f)) for f in run.split(",")]
+    runs, variants, data = {}, {}, {}
+    for folder, r in parts:
+        for kind, seeds in r["runs"].items():
+            if kind not in KINDS or not seeds:
+                continue
+            if kind in runs:
+                raise UsageError(f"--run {run}: both folders hold {kind} runs; give one per kind")
+            runs[kind] = seeds
+            variants[kind] = (r.get("variants") or {}).get(kind)
+            data[kind] = (folder, (r.get("data") or {}).get("sets"))
+    missing = [k for k in KINDS if k not in runs]
+    if missing:
+        raise UsageError(f"--run {run}: no {' or '.join(missing)} runs there; train with --kinds ex,im")
+    if len(parts) == 2 and data["ex"][1] != data["im"][1]:
+        raise UsageError(f"--run {run}: the two runs were evaluated on different sets or pairs "
+                         f"({data['ex'][0]} and {data['im'][0]}); train both on the same --train and --eval files")
+    return {"runs": runs, "variants": variants, "model": parts[0][1].get("model"),
+            "folders": {k: data[k][0] for k in KINDS}}
+
+
+def scores(r: dict, kind: str) -> dict:
+    """set -> seeds x pairs array of c at each seed's last checkpoint (the training pairs left out)."""
+    seeds = sorted(r["runs"][kind], key=int)
+    ends = [r["runs"][kind][s]["checkpoints"][-1]["evals"] for s in seeds]
+    return {name: np.stack([correct(e[name]["chosen"], e[name]["rejected"]) for e in ends])
+            for name in ends[0] if name != "train"}
+
+
+def report(r: dict, draws: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    x = {k: scores(r, k) for k in KINDS}
+    sets = [n for n in x["ex"] if n in x["im"]]
+    groups = {g: [n for n in members if n in sets] for g, members in GROUPS.items()}
+    groups = {g: m for g, m in groups.items() if m}
+    margins = {k: {n: float(np.mean([r["runs"][k][s]["checkpoints"][-1]["evals"][n]["normalised_margin"]
+                                     for s in r["runs"][k]])) for n in sets} for k in KINDS}
+
+    def row(ex, im):
+        return {"accuracy": {"ex": float(ex.mean()), "im": float(im.mean())},
+                "interval": {"ex": bootstrap_mean(ex, draws, rng), "im": bootstrap_mean(im, draws, rng)},
+                "ex_minus_im": paired(ex, im, draws, rng), "pairs": ex.shape[1],
+                "seeds": {"ex": ex.shape[0], "im": im.shape[0]}}
+
+    by_set = {n: {**row(x["ex"][n], x["im"][n]), "normalised_margin": {k: margins[k][n] for k in KINDS}}
+              for n in sets}
+    by_group = {}
+    for g, members in groups.items():
+        ex = np.concatenate([x["ex"][n] for n in members], axis=1)
+        im = np.concatenate([x["im"][n] for n in members], axis=1)
+        sizes = [x["ex"][n].shape[1] for n in members]
+        nm = {k: float(np.average([margins[k][n] for n in members], weights=sizes)) for k in KINDS}
+        res = row(ex, im)
+        d = res["ex_minus_im"]
+        ours = ("not resolved" if not d["resolved"] else "EX-RM better" if d["difference"] > 0 else "IM-RM better")
+        by_group[g] = {**res, "sets": members, "normalised_margin": nm, "reading": ours, "paper": PAPER[g]}
+    grouped = {n for m in groups.values() for n in m}
+    return {"sets": by_set, "groups": by_group, "ungrouped": [n for n in sets if n not in grouped],
+            "variants": r.get("variants"), "seeds": {k: sorted(r["runs"][k], key=int) for k in KINDS},
+            "model": r.get("model"), "folders": r.get("folders")}
+
+
+def run(config: Config, log=print) -> dict:
+    r = load_run(config.run)
+    out = report(r, config.bootstrap, config.seed)
+    for g, v in out["groups"].items():
+        d = v["ex_minus_im"]
+        log(f"  {g:18} EX {v['accuracy']['ex']:.3f} IM {v['accuracy']['im']:.3f}  EX-IM {d['difference']:+.3f} "
+            f"[{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}] p {d['p']:.3f}, resolvable "
+            f"{'n/a' if d['resolvable'] is None else format(d['resolvable'], '.3f')} "
+            f"({v['pairs']} pairs): {v['reading']} (paper: {v['paper']['reading']})")
+    checks = [{"claim": f"{g}: the paper's reading ({v['paper']['reading']})", "predicted": v["paper"]["reading"],
+               "measured": v["reading"],
+               "passed": None if v["reading"] == "not resolved" else
+               (v["reading"] == "EX-RM better") == (v["paper"]["reading"] == "EX-RM better")}
+              for g, v in out["groups"].items()]
+    return {"config": {"run": config.run, "bootstrap": config.bootstrap, "seed": config.seed}, **out,
+            "paper": PAPER, "checks": checks}
+
+
+def main(argv=None) -> int:
+    return cli.simulation_main("section52_report", Config, run, __doc__, argv, module="sims.section52.report")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

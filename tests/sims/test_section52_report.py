@@ -1,0 +1,126 @@
+"""Section 5.2's comparison (sims.section52.report): its statistics against definitions and hand
+cases, a fake `sims.hf train` run read end to end, and bad runs refused in one line."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from sims.section52 import report
+from tests.helpers import error_line
+
+
+def test_correct_counts_a_tie_as_half():
+    assert report.correct([1.0, 0.0, 2.0], [0.0, 0.0, 3.0]).tolist() == [1.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize("d", [[1, 1, 1], [1, -1, 0.5, 0], [0.5, 0.5, -1, 1, 1]])
+def test_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme(d):
+    d = np.array(d, dtype=float)
+    patterns = [np.array(s) for s in itertools.product((-1, 1), repeat=len(d))]
+    brute = np.mean([abs((s * d).mean()) >= abs(d.mean()) - 1e-12 for s in patterns])
+    assert report.sign_flip_p(d, np.random.default_rng(0)) == pytest.approx(brute, abs=1e-15)
+
+
+def test_sign_flip_p_sampled_for_many_pairs():
+    rng = np.random.default_rng(1)
+    assert report.sign_flip_p(np.ones(40), rng) == pytest.approx(1 / (report.FLIPS + 1))  # only the observed one
+    assert report.sign_flip_p(np.zeros(40), rng) == 1.0
+    # a symmetric d is at the centre of its flips
+    assert report.sign_flip_p(np.array([1.0, -1.0] * 20), rng) == 1.0
+
+
+def test_bootstrap_interval_of_a_coin_has_the_binomial_width():
+    rng = np.random.default_rng(0)
+    x = (rng.random((1, 400)) < 0.5).astype(float)
+    lo, hi = report.bootstrap_mean(x, 2000, rng)
+    se = np.sqrt(x.mean() * (1 - x.mean()) / 400)
+    assert lo < x.mean() < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)        # percentile interval, 2000 draws
+    assert report.bootstrap_mean(np.ones((3, 10)), 50, rng) == (1.0, 1.0)
+
+
+def test_paired_difference_and_what_it_resolves():
+    rng = np.random.default_rng(0)
+    same = np.array([[1, 0, 1, 0.5] * 10])
+    p = report.paired(same, same, 500, rng)
+    assert p["difference"] == 0 and p["p"] == 1.0 and not p["resolved"] and p["discordant"] == 0
+    ex, im = np.ones((2, 60)), np.zeros((3, 60))
+    p = report.paired(ex, im, 500, rng)
+    assert p["difference"] == 1.0 and p["resolved"] and p["interval"] == [1.0, 1.0] and p["standard_error"] == 0
+    d = np.r_[np.ones(15), np.zeros(45)]                         # EX right, IM wrong on 15 of 60
+    p = report.paired(d[None], np.zeros((1, 60)), 500, rng)
+    assert p["standard_error"] == pytest.approx(d.std(ddof=1) / np.sqrt(60))
+    assert p["resolvable"] == pytest.approx(2.8 * p["standard_error"])
+
+
+def _run(tmp_path, per_kind, name="run", digests=None):
+    """A results.json shaped as `sims.hf train` writes it: runs[kind][seed].checkpoints[-1].evals."""
+    runs = {}
+    for kind, seeds in per_kind.items():
+        runs[kind] = {}
+        for s, sets in enumerate(seeds):
+            evals = {n: {"chosen": c, "rejected": [0.0] * len(c), "normalised_margin": 1.0 + s}
+                     for n, c in sets.items()}
+            runs[kind][str(s)] = {"checkpoints": [{"evals": {}}, {"evals": {"train": evals["indist"], **evals}}]}
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps({"runs": runs, "model": "fake", "data": {"sets": digests}}))
+    return str(tmp_path / name)
+
+
+def test_a_fake_run_end_to_end(tmp_path):
+    n = 60
+    right, wrong = [1.0] * n, [-1.0] * n
+    half = [1.0] * (n // 2) + [-1.0] * (n // 2)
+    ex = {"indist": right, "paraphrase": right, "french": half, "math": wrong, "code": half, "extra": right}
+    im = {"indist": half, "paraphrase": wrong, "french": half, "math": right, "code": half, "extra": right}
+    folder = _run(tmp_path, {"ex": [ex, ex], "im": [im]})
+    code = report.main(["--run", folder, "--bootstrap", "200", "--out", str(tmp_path / "o")])
+    r = json.loads((tmp_path / "o/results.json").read_text())
+    g = r["groups"]
+    assert g["in distribution"]["sets"] == ["indist"] and g["token-level shift"]["sets"] == ["paraphrase", "french"]
+    assert g["token-level shift"]["accuracy"] == {"ex": 0.75, "im": 0.25} and g["token-level shift"]["pairs"] == 2 * n
+    assert g["in distribution"]["reading"] == "EX-RM better"
+    assert g["domain shift"]["reading"] == "IM-RM better" and g["domain shift"]["accuracy"]["im"] == 0.75
+    assert r["ungrouped"] == ["extra"] and "train" not in r["sets"]
+    assert r["sets"]["indist"]["normalised_margin"] == {"ex": 1.5, "im": 1.0}          # mean over seeds
+    assert r["sets"]["indist"]["seeds"] == {"ex": 2, "im": 1}
+    # every group agrees with the paper's reading here
+    assert code == 0 and all(c["passed"] for c in r["checks"])
+
+
+def test_two_folders_one_kind_each(tmp_path):
+    """A frozen head and a frozen unembedding train apart (one lr each): the report reads both."""
+    ex = {"indist": [1.0] * 8, "math": [-1.0] * 8}
+    im = {"indist": [-1.0] * 8, "math": [1.0] * 8}
+    a = _run(tmp_path, {"ex": [ex]}, "a", digests={"indist": "d1"})
+    b = _run(tmp_path, {"im": [im]}, "b", digests={"indist": "d1"})
+    assert report.main(["--run", f"{a},{b}", "--bootstrap", "50", "--out", str(tmp_path / "o")]) == 0
+    r = json.loads((tmp_path / "o/results.json").read_text())
+    assert r["folders"] == {"ex": a, "im": b}
+    assert r["groups"]["in distribution"]["accuracy"] == {"ex": 1.0, "im": 0.0}
+
+
+@pytest.mark.parametrize("what,says", [("nothing", "--run: give"), ("nofile", "no results.json"),
+                                       ("samekind", "both folders hold ex runs"),
+                                       ("othersets", "evaluated on different sets or pairs"),
+                                       ("three", "one folder, or two distinct ones"),
+                                       ("notjson", "not a `python -m sims.hf train` results file"),
+                                       ("onekind", "no im runs")])
+def test_bad_runs(what, says, tmp_path, capsys):
+    argv = ["--bootstrap", "10", "--out", str(tmp_path / "o")]
+    if what == "nofile":
+        argv += ["--run", str(tmp_path)]
+    elif what == "notjson":
+        (tmp_path / "results.json").write_text("{not json")
+        argv += ["--run", str(tmp_path)]
+    elif what == "onekind":
+        argv += ["--run", _run(tmp_path, {"ex": [{"indist": [1.0]}]})]
+    elif what in ("samekind", "othersets", "three"):
+        a = _run(tmp_path, {"ex": [{"indist": [1.0]}]}, "a", digests={"indist": "d1"})
+        b = _run(tmp_path, {"ex" if what == "samekind" else "im": [{"indist": [1.0]}]}, "b",
+                 digests={"indist": "d2" if what == "othersets" else "d1"})
+        argv += ["--run", f"{a},{b}" + (f",{a}" if what == "three" else "")]
+    assert report.main(argv) == 2
+    assert says in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
