@@ -7,8 +7,10 @@ The official procedure draws each pair's rejected prefix at random between "My j
 "Considering the statement, I say " (sims.persona_data.NO_PREFIXES). The first token of "My
 judgement:" is the first token of the paraphrased chosen answer, "My response would be ...": a
 DPO step that lowers the rejected responses' probability lowers that shared first token too,
-and with it every paraphrased chosen answer. Across the wording study's pools that share (0.46 to
-0.60 by chance) went with low paraphrase accuracy; this run sets it by construction.
+and with it every paraphrased chosen answer. In an exploratory run of the wording study whose
+pools redrew the answers as well as the statements (not kept: the canonical wording run's pools
+share their answer draws), that share fell between 0.46 and 0.60 by chance and the pools with more
+of it ended lower; this run sets it by construction.
 
 Each pool is the toolkit's statements (the default run's) in one order (pool 0 the official order,
 pool p permuted by torch.randperm with seed p, as in sims.persona_real.wording), split by the
