@@ -40,6 +40,14 @@ class Run:
     out_file: bool = False    # its --out names a file (sims.hf score / step): run.json is written here
 
 
+# Section 5.2's runs on the toolkit's set (data/section52/): its evaluation sets, 20 epochs
+# evaluated every 5th, 3 seeds, fp32, the forecast; each run adds its kind, variant and lr
+SECTION52 = ("--train", "data/section52/train.jsonl",
+             *(a for n in ("indist", "paraphrase", "french", "spanish", "math", "code")
+               for a in ("--eval", f"{n}=data/section52/{n}.jsonl")),
+             "--epochs", "20", "--eval-every", "5", "--seeds", "0,1,2", "--precision", "fp32", "--no-save",
+             "--forecast")
+
 RUNS = {
     "theorem2": Run("sims.theorem2", ("--unseen-tokens",), fast=True),
     "theorem2_no_meaning": Run("sims.theorem2", ("--unseen-tokens", "--meaning-strength", "0")),
@@ -123,6 +131,10 @@ RUNS = {
     # the data card of the toolkit's Section 5.2 preference set (data/section52/): lengths, the
     # official token-overlap statistic, the checks; a test ties it to the files' sha256
     "section52_card": Run("sims.section52.card"),
+    # Section 5.2 before the representations move: the EX-RM's head alone on the toolkit's set, at
+    # the learning rate the Persona run chose by its training loss (the IM-RM's unembedding run and
+    # their comparison, `python -m sims.section52.report`, are the next canonical runs)
+    "section52_head": Run("sims.hf", ("train", *SECTION52, "--kinds", "ex", "--variant", "head", "--lr", "1e-3")),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)

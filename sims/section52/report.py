@@ -49,6 +49,7 @@ PAPER = {"in distribution": {"accuracy": {"ex": 0.752, "im": 0.646}, "normalised
          "domain shift": {"accuracy": {"ex": 0.621, "im": 0.720}, "normalised_margin": {"ex": 0.807, "im": 0.726},
                           "reading": "IM-RM comparable or better"}}
 FLIPS = 20000
+MAX_BOOTSTRAP = 100_000      # each draw resamples every pair: past this the interval stops moving
 POWER_FACTOR = 2.8          # z_{0.975} + z_{0.8} = 1.960 + 0.842: a 5% two-sided test with 80% power
 
 
@@ -103,8 +104,9 @@ def paired(x_ex: np.ndarray, x_im: np.ndarray, draws: int, rng) -> dict:
 @dataclass(frozen=True)
 class Config:
     run: str = field("", "a `python -m sims.hf train` results folder with kinds ex and im, or two folders, "
-                     "comma-separated, that hold them between them")
-    bootstrap: int = field(2000, "bootstrap draws", POSITIVE)
+                     "comma-separated, that hold them between them (a folder's name may not hold a comma)")
+    bootstrap: int = field(2000, f"bootstrap draws (at most {MAX_BOOTSTRAP})",
+                           (lambda v: 1 <= v <= MAX_BOOTSTRAP, f"must be in 1..{MAX_BOOTSTRAP}"))
     seed: int = field(0, "the bootstrap's and the sign flips' generator", SEED)
 
     def validate(self):
@@ -114,8 +116,14 @@ class Config:
         if len(folders) > 2 or len(set(folders)) < len(folders):
             raise UsageError(f"--run {self.run}: one folder, or two distinct ones (one per kind)")
         for f in folders:
+            if not Path(f).is_dir():
+                raise UsageError(f"--run {f}: not a folder (give the run's folder, which holds its results.json)")
             if not (Path(f) / "results.json").is_file():
                 raise UsageError(f"--run {f}: no results.json there")
+        # every check of the runs' contents, before the run starts
+        r = load_run(self.run)
+        for kind in KINDS:
+            scores(r, kind)
 
 
 def _read(folder: str) -> dict:
@@ -154,17 +162,42 @@ def load_run(run: str) -> dict:
 
 
 def scores(r: dict, kind: str) -> dict:
-    """set -> seeds x pairs array of c at each seed's last checkpoint (the training pairs left out)."""
-    seeds = sorted(r["runs"][kind], key=int)
-    ends = [r["runs"][kind][s]["checkpoints"][-1]["evals"] for s in seeds]
-    return {name: np.stack([correct(e[name]["chosen"], e[name]["rejected"]) for e in ends])
-            for name in ends[0] if name != "train"}
+    """set -> seeds x pairs array of c at each seed's last checkpoint (the training pairs left out).
+    UsageError in one line for a run the report cannot read: no checkpoints, no evaluation set,
+    sets that differ between seeds or kinds, rewards that are not finite numbers."""
+    where = r.get("folders", {}).get(kind, "the run")
+    try:
+        seeds = sorted(r["runs"][kind], key=int)
+        ends = [r["runs"][kind][s]["checkpoints"][-1]["evals"] for s in seeds]
+        out = {}
+        for name in ends[0]:
+            if name == "train":
+                continue
+            rows = [(np.asarray(e[name]["chosen"], dtype=float), np.asarray(e[name]["rejected"], dtype=float))
+                    for e in ends]
+            if any(c.ndim != 1 or c.shape != rj.shape or c.shape != rows[0][0].shape for c, rj in rows):
+                raise ValueError(f"set {name!r}: its seeds or responses hold different numbers of pairs")
+            if not all(np.isfinite(c).all() and np.isfinite(rj).all() for c, rj in rows):
+                raise ValueError(f"set {name!r}: a reward that is not a finite number")
+            out[name] = np.stack([correct(c, rj) for c, rj in rows])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"--run {where}: its {kind} runs cannot be read ({type(exc).__name__}: {exc})") from None
+    if not out:
+        raise UsageError(f"--run {where}: its {kind} runs were evaluated on no set besides the training pairs; "
+                         f"train with --eval NAME=PAIRS")
+    return out
 
 
 def report(r: dict, draws: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     x = {k: scores(r, k) for k in KINDS}
     sets = [n for n in x["ex"] if n in x["im"]]
+    if not sets:
+        raise UsageError("--run: the EX-RM and IM-RM runs share no evaluation set")
+    bad = [n for n in sets if x["ex"][n].shape[1] != x["im"][n].shape[1]]
+    if bad:
+        raise UsageError(f"--run: set {bad[0]!r} holds {x['ex'][bad[0]].shape[1]} pairs for the EX-RM and "
+                         f"{x['im'][bad[0]].shape[1]} for the IM-RM; train both on the same --eval files")
     groups = {g: [n for n in members if n in sets] for g, members in GROUPS.items()}
     groups = {g: m for g, m in groups.items() if m}
     margins = {k: {n: float(np.mean([r["runs"][k][s]["checkpoints"][-1]["evals"][n]["normalised_margin"]
@@ -197,12 +230,18 @@ def report(r: dict, draws: int, seed: int) -> dict:
 def run(config: Config, log=print) -> dict:
     r = load_run(config.run)
     out = report(r, config.bootstrap, config.seed)
-    for g, v in out["groups"].items():
+    def line(name, v, tail=""):
         d = v["ex_minus_im"]
-        log(f"  {g:18} EX {v['accuracy']['ex']:.3f} IM {v['accuracy']['im']:.3f}  EX-IM {d['difference']:+.3f} "
-            f"[{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}] p {d['p']:.3f}, resolvable "
-            f"{'n/a' if d['resolvable'] is None else format(d['resolvable'], '.3f')} "
-            f"({v['pairs']} pairs): {v['reading']} (paper: {v['paper']['reading']})")
+        log(f"  {name:18} EX {v['accuracy']['ex']:.3f} IM {v['accuracy']['im']:.3f}  EX-IM {d['difference']:+.3f} "
+            f"(95% interval {d['interval'][0]:+.3f} to {d['interval'][1]:+.3f}, p {d['p']:.3f}; resolvable "
+            f"{'n/a' if d['resolvable'] is None else format(d['resolvable'], '.3f')}, {v['pairs']} pairs){tail}")
+
+    log("per set:")
+    for n, v in out["sets"].items():
+        line(n, v, "" if n not in out["ungrouped"] else "  (in no group: its name is none of the data's)")
+    log("per group:")
+    for g, v in out["groups"].items():
+        line(g, v, f": {v['reading']} (paper: {v['paper']['reading']})")
     checks = [{"claim": f"{g}: the paper's reading ({v['paper']['reading']})", "predicted": v["paper"]["reading"],
                "measured": v["reading"],
                "passed": None if v["reading"] == "not resolved" else

@@ -78,6 +78,7 @@ def _jsonl(path, questions):
     return str(path)
 
 
+@pytest.mark.long       # four variants and two forecasts: over 30 s on 2 cores
 def test_partial_variants_train_as_persona_real_does(tiny, tmp_path):
     """The Section 5.1 variants of sims.persona_real: each at that command's learning rate and
     epochs, the unembedding IM-RM forecast by Eq. 5 on lm_head (its input embedding held), the

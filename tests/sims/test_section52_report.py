@@ -54,6 +54,9 @@ def test_paired_difference_and_what_it_resolves():
     assert p["resolvable"] == pytest.approx(2.8 * p["standard_error"])
 
 
+TRAIN = {"chosen": [1.0], "rejected": [0.0], "normalised_margin": 1.0}
+
+
 def _run(tmp_path, per_kind, name="run", digests=None):
     """A results.json shaped as `sims.hf train` writes it: runs[kind][seed].checkpoints[-1].evals."""
     runs = {}
@@ -62,9 +65,10 @@ def _run(tmp_path, per_kind, name="run", digests=None):
         for s, sets in enumerate(seeds):
             evals = {n: {"chosen": c, "rejected": [0.0] * len(c), "normalised_margin": 1.0 + s}
                      for n, c in sets.items()}
-            runs[kind][str(s)] = {"checkpoints": [{"evals": {}}, {"evals": {"train": evals["indist"], **evals}}]}
+            runs[kind][str(s)] = {"checkpoints": [{"evals": {}}, {"evals": {"train": TRAIN, **evals}}]}
     (tmp_path / name).mkdir()
-    (tmp_path / name / "results.json").write_text(json.dumps({"runs": runs, "model": "fake", "data": {"sets": digests}}))
+    results = {"runs": runs, "model": "fake", "data": {"sets": digests}}
+    (tmp_path / name / "results.json").write_text(json.dumps(results))
     return str(tmp_path / name)
 
 
@@ -102,6 +106,10 @@ def test_two_folders_one_kind_each(tmp_path):
 
 
 @pytest.mark.parametrize("what,says", [("nothing", "--run: give"), ("nofile", "no results.json"),
+                                       ("afile", "not a folder"), ("noevals", "no set besides the training pairs"),
+                                       ("nan", "not a finite number"), ("ragged", "different numbers of pairs"),
+                                       ("sizes", "holds 2 pairs for the EX-RM and 3 for the IM-RM"),
+                                       ("bigboot", "--bootstrap"),
                                        ("samekind", "both folders hold ex runs"),
                                        ("othersets", "evaluated on different sets or pairs"),
                                        ("three", "one folder, or two distinct ones"),
@@ -114,6 +122,22 @@ def test_bad_runs(what, says, tmp_path, capsys):
     elif what == "notjson":
         (tmp_path / "results.json").write_text("{not json")
         argv += ["--run", str(tmp_path)]
+    elif what == "afile":
+        (tmp_path / "results.json").write_text("{}")
+        argv += ["--run", str(tmp_path / "results.json")]
+    elif what == "noevals":
+        argv += ["--run", _run(tmp_path, {"ex": [{}], "im": [{}]})]
+    elif what == "nan":
+        argv += ["--run", _run(tmp_path, {"ex": [{"indist": [float("nan")]}], "im": [{"indist": [1.0]}]})]
+    elif what == "ragged":
+        two_sizes = [{"indist": [1.0]}, {"indist": [1.0, 2.0]}]
+        argv += ["--run", _run(tmp_path, {"ex": two_sizes, "im": [{"indist": [1.0]}]})]
+    elif what == "sizes":
+        argv += ["--run", _run(tmp_path, {"ex": [{"indist": [1.0] * 2}], "im": [{"indist": [1.0] * 3}]})]
+    elif what == "bigboot":
+        one = [{"indist": [1.0]}]
+        argv = ["--bootstrap", "1000000000", "--run", _run(tmp_path, {"ex": one, "im": one}),
+                "--out", str(tmp_path / "o")]
     elif what == "onekind":
         argv += ["--run", _run(tmp_path, {"ex": [{"indist": [1.0]}]})]
     elif what in ("samekind", "othersets", "three"):
