@@ -91,6 +91,10 @@ def test_a_fake_run_end_to_end(tmp_path):
     assert r["sets"]["indist"]["seeds"] == {"ex": 2, "im": 1}
     # every group agrees with the paper's reading here
     assert code == 0 and all(c["passed"] for c in r["checks"])
+    # the figure draws from this report: one panel of accuracy per group, one of EX - IM
+    from figures import section52
+    section52.draw(r, tmp_path / "fig")
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
 
 
 def test_two_folders_one_kind_each(tmp_path):
