@@ -12,25 +12,27 @@ are separate draws of one generator. Each row is {"prompt", "chosen", "rejected"
 
 The text: the prompt lists the edges as "a-b" pairs, smaller vertex first, in order, and asks for
 the vertices in the order a cycle visits them; a response is the n vertices separated by single
-spaces ("3 0 7 ..."). The files are written whole or not at all; the same flags write the same
-bytes (tests/sims/test_section32.py regenerates the committed files and compares them).
+spaces ("3 0 7 ..."). Both files are written or neither; an --out that holds them already
+needs --force. The same flags write the same bytes (tests/sims/test_section32.py regenerates the committed files and compares them).
 """
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from sims import atomic
-from sims.cli import EXIT, UsageError
+from sims import atomic, cli
+from sims.cli import UsageError
 from sims.graphs import is_hamiltonian_cycle, planted_graphs, random_non_cycles
 
 OUT = Path("data/section32")
+MIN_VERTICES = 4        # on 3 the planted cycle is the whole (complete) graph: no rejected order
 MAX_VERTICES = 10       # the prompt's vertex names are single digits, one token each
+MAX_PAIRS = 100_000     # per split; past this the rows stop fitting a laptop's memory
 SEPARATORS = re.compile(r"[\s,;\-]+")
 
 
@@ -107,47 +109,68 @@ def pairs(rng, count: int, n: int, p: float) -> list[dict]:
 
 
 def write(out: Path, *, n_train: int, n_test: int, vertices: int, p: float, seed: int) -> dict:
+    """Both files or neither: each is written beside its target and renamed over it only once both
+    are written (sims.atomic); a folder made for them goes again if that fails."""
     rng = np.random.default_rng(seed)
-    splits = {"train": pairs(rng, n_train, vertices, p), "test": pairs(rng, n_test, vertices, p)}
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        with atomic.file(out / f"{name}.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = {}
+    for name, count in (("train", n_train), ("test", n_test)):
+        try:
+            splits[name] = pairs(rng, count, vertices, p)
+        except ValueError as exc:         # a complete graph: sims.graphs.random_non_cycles
+            raise UsageError(f"{name} {str(exc).split(' (')[0]}: lower --p or raise --vertices") from None
+    text = {name: "".join(json.dumps(r) + "\n" for r in rows) for name, rows in splits.items()}
+    try:
+        with atomic.file(out / "train.jsonl") as a, atomic.file(out / "test.jsonl") as b:
+            a.write_text(text["train"])
+            b.write_text(text["test"])
+    except OSError as exc:
+        raise cli.RunError(f"--out {out}: cannot write ({exc.strerror or exc}); nothing was written") from None
     return {name: len(rows) for name, rows in splits.items()}
 
 
+def check(args) -> None:
+    if not 1 <= args.n_train <= MAX_PAIRS or not 1 <= args.n_test <= MAX_PAIRS:
+        raise UsageError(f"--n-train and --n-test: each in 1..{MAX_PAIRS}")
+    if not MIN_VERTICES <= args.vertices <= MAX_VERTICES:
+        raise UsageError(f"--vertices {args.vertices}: must be in {MIN_VERTICES}..{MAX_VERTICES} (a vertex is one "
+                         f"digit; on 3 vertices the planted cycle is the whole graph)")
+    if not math.isfinite(args.p) or not 0 <= args.p < 1:
+        raise UsageError(f"--p {args.p}: must be in [0, 1) (at 1 every vertex order is a cycle: no rejected response)")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed {args.seed}: must be in 0 .. {2**32 - 1}")
+    if not args.out.strip():
+        raise UsageError("--out must name a folder (got an empty string)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out}: a file is there, not a folder")
+    there = [f for f in ("train.jsonl", "test.jsonl") if (out / f).exists()]
+    if there and not args.force:
+        raise UsageError(f"--out {args.out}: holds {' and '.join(there)} already; --force replaces them")
+    if any((out / f).is_dir() for f in there):
+        raise UsageError(f"--out {args.out}: {there[0]} there is a folder, not a file")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.section32.data", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = cli.Parser(prog="python -m sims.section32.data", description=__doc__,
+                    formatter_class=cli.HelpFormatter)
     ap.add_argument("--out", default=str(OUT), help="folder for train.jsonl and test.jsonl")
+    ap.add_argument("--force", action="store_true", help="replace train.jsonl and test.jsonl in --out")
     ap.add_argument("--n-train", type=int, default=1000, help="training pairs (the paper's 1000)")
     ap.add_argument("--n-test", type=int, default=200, help="test pairs (the paper's 200)")
-    ap.add_argument("--vertices", type=int, default=10, help=f"vertices per graph, 3..{MAX_VERTICES} (the paper's 10)")
+    ap.add_argument("--vertices", type=int, default=10,
+                    help=f"vertices per graph, {MIN_VERTICES}..{MAX_VERTICES} (the paper's 10)")
     ap.add_argument("--p", type=float, default=0.2, help="probability of each edge off the planted cycle, in "
                     "[0, 1) (the paper's 0.2)")
     ap.add_argument("--seed", type=int, default=0, help="the generator's seed")
-    args = ap.parse_args(argv)
-    try:
-        if args.n_train < 1 or args.n_test < 1:
-            raise UsageError("--n-train and --n-test: at least 1 pair each")
-        if not 3 <= args.vertices <= MAX_VERTICES:
-            raise UsageError(f"--vertices {args.vertices}: must be in 3..{MAX_VERTICES} (a vertex is one digit)")
-        if not 0 <= args.p < 1:
-            raise UsageError(f"--p {args.p}: must be in [0, 1) (at 1 every order is a cycle: no rejected response)")
-        if not 0 <= args.seed < 2**32:
-            raise UsageError(f"--seed {args.seed}: must be in 0 .. {2**32 - 1}")
-        if Path(args.out).exists() and not Path(args.out).is_dir():
-            raise UsageError(f"--out {args.out}: a file is there, not a folder")
+
+    def body(argv):
+        args = ap.parse_args(argv)
+        check(args)
         counts = write(Path(args.out), n_train=args.n_train, n_test=args.n_test, vertices=args.vertices,
                        p=args.p, seed=args.seed)
-    except (UsageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT["usage"]
-    except OSError as exc:
-        print(f"error: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT["usage"]
-    print(f"wrote {counts['train']} training and {counts['test']} test pairs to {args.out}/")
-    return 0
+        print(f"wrote {counts['train']} training and {counts['test']} test pairs to {Path(args.out).resolve()}")
+        return 0
+    return cli.run_cli(body, argv)
 
 
 if __name__ == "__main__":

@@ -53,16 +53,19 @@ class Config:
     eval_set: str = field("test", "the run's evaluation set that holds these pairs (--eval NAME=...), for "
                           "the verifier's accuracy")
     graphs: int = field(0, "score this many test graphs (the first ones); 0: every one", (lambda v: v >= 0, "must be >= 0"))
-    max_new_tokens: int = field(48, "most tokens a sample may take (a cycle of 10 vertices and the end of turn "
-                                "take 21)", POSITIVE)
+    max_new_tokens: int = field(48, "most tokens a sample may take (SmolLM2 writes a cycle of 10 vertices and "
+                                "its end of turn in 20)", POSITIVE)
     batch_size: int = field(64, "responses per forward pass", POSITIVE)
+    device: str = field("cpu", "torch device for both models")
     seed: int = field(0, "the samplers' generator", SEED)
 
     def validate(self):
         if not self.run:
             raise UsageError("--run: give a `python -m sims.hf train` folder that saved its IM-RMs")
+        from sims.inputs import check_device
+        check_device(self.device)
         read_rows(self.pairs)
-        saved(self.run, self.eval_set)
+        saved(self.run, self.eval_set, self.pairs)
 
 
 def read_rows(path: str) -> list[dict]:
@@ -80,21 +83,24 @@ def read_rows(path: str) -> list[dict]:
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("edges"), list):
             raise UsageError(f"--pairs {path} line {i}: needs a text prompt and the graph's edges "
                              f"(python -m sims.section32.data writes them)")
-        try:
-            edges = [(int(a), int(b)) for a, b in row["edges"]]
-        except (TypeError, ValueError):
-            raise UsageError(f"--pairs {path} line {i}: edges must be [a, b] pairs of vertex ids") from None
+        edges = row["edges"]
+        if not all(isinstance(e, list) and len(e) == 2 and all(type(v) is int for v in e) for e in edges):
+            raise UsageError(f"--pairs {path} line {i}: edges must be [a, b] pairs of integer vertex ids")
         n = len(str(row.get("chosen", "")).split())
         if n < 3 or any(not (0 <= a < n and 0 <= b < n) or a == b for a, b in edges):
             raise UsageError(f"--pairs {path} line {i}: its edges do not fit its {n}-vertex chosen cycle")
-        rows.append({"prompt": row["prompt"], "edges": edges, "n": n})
+        if not is_valid(str(row["chosen"]), edges, n):
+            raise UsageError(f"--pairs {path} line {i}: its chosen response is not a Hamiltonian cycle of its edges "
+                             f"(python -m sims.section32.data writes pairs whose chosen response is one)")
+        rows.append({"prompt": row["prompt"], "edges": [tuple(e) for e in edges], "n": n})
     if not rows:
         raise UsageError(f"--pairs {path}: no pairs")
     return rows
 
 
-def saved(run: str, eval_set: str) -> dict:
-    """seed -> (model folder, manifest, the run's accuracy on eval_set), for every saved IM-RM."""
+def saved(run: str, eval_set: str, pairs: str) -> dict:
+    """seed -> (model folder, manifest, the run's accuracy on eval_set), for every saved IM-RM;
+    the run must have evaluated eval_set on the file --pairs names (the same bytes)."""
     from sims.hf.training.export import read_manifest
     folder = Path(run)
     try:
@@ -105,6 +111,16 @@ def saved(run: str, eval_set: str) -> dict:
     runs = (results.get("runs") or {}).get("im") if isinstance(results, dict) else None
     if not runs:
         raise UsageError(f"--run {run}: it trained no IM-RM (train with --kinds im or ex,im)")
+    if not isinstance(runs, dict) or not all(
+            isinstance(r, dict) and isinstance(r.get("checkpoints"), list) and r["checkpoints"]
+            and isinstance(r["checkpoints"][-1], dict) and isinstance(r["checkpoints"][-1].get("evals"), dict)
+            for r in runs.values()):
+        raise UsageError(f"--run {run}: its results.json is not one `python -m sims.hf train` wrote (runs.im.SEED."
+                         f"checkpoints[-1].evals missing)")
+    used = ((results.get("data") or {}).get("eval") or {}).get(eval_set)
+    if isinstance(used, str) and Path(used).is_file() and Path(used).read_bytes() != Path(pairs).read_bytes():
+        raise UsageError(f"--pairs {pairs}: the run evaluated {eval_set!r} on {used}, another file; give that one, "
+                         f"or name the set that holds these pairs with --eval-set")
     out = {}
     for seed, r in runs.items():
         model = folder / "models" / f"im-seed{seed}"
@@ -117,7 +133,7 @@ def saved(run: str, eval_set: str) -> dict:
         if eval_set not in evals:
             raise UsageError(f"--eval-set {eval_set}: the run evaluated {', '.join(sorted(evals))}; name the set "
                              f"that holds the test pairs")
-        out[int(seed)] = (model, manifest, evals[eval_set]["accuracy"])
+        out[int(seed)] = (model, manifest, evals[eval_set]["accuracy"], bool((results.get("data") or {}).get("eos")))
     return out
 
 
@@ -127,23 +143,23 @@ def response_log_probs(model, prompt: list[int], responses: list[list[int]], bat
     import warnings
 
     import torch
-    out = []
+    out, dev = [], next(model.parameters()).device
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)       # past_key_values' rename, as persona_real.states
         for s in range(0, len(responses), batch_size):
             chunk = responses[s:s + batch_size]
-            first = model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+            first = model(input_ids=torch.tensor([prompt], device=dev), use_cache=True, logits_to_keep=1)
             cache = first.past_key_values
             cache.batch_repeat_interleave(len(chunk))
             L = max(len(r) for r in chunk)
-            y = torch.tensor([r + [0] * (L - len(r)) for r in chunk])
-            mask = torch.tensor([[1.0] * len(r) + [0.0] * (L - len(r)) for r in chunk])
+            y = torch.tensor([r + [0] * (L - len(r)) for r in chunk], device=dev)
+            mask = torch.tensor([[1.0] * len(r) + [0.0] * (L - len(r)) for r in chunk], device=dev)
             logits = model(y[:, :-1], past_key_values=cache, use_cache=True).logits if L > 1 else None
             z = first.logits[:, -1:].float().expand(len(chunk), 1, -1)
             if logits is not None:
                 z = torch.cat([z, logits.float()], 1)
             lp = torch.log_softmax(z, -1).gather(-1, y[..., None])[..., 0]
-            out.append((lp * mask).sum(-1).double())
+            out.append((lp * mask).sum(-1).double().cpu())
     return torch.cat(out).numpy()
 
 
@@ -176,9 +192,10 @@ def sample(model, prompts: list[list[int]], *, max_new_tokens: int, seed: int, e
     """One response per prompt at temperature 1, no top-k, no top-p."""
     import torch
     torch.manual_seed(seed)
-    out = []
+    out, dev = [], next(model.parameters()).device
     for p in prompts:
-        ids = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+        ids = model.generate(torch.tensor([p], device=dev), attention_mask=torch.ones(1, len(p), dtype=torch.long,
+                                                                                     device=dev),
                              do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
                              eos_token_id=eos, pad_token_id=eos[0])
         out.append(ids[0, len(p):].tolist())
@@ -190,10 +207,13 @@ def run(config: Config, log=print) -> dict:
     from sims.hf.model import load, load_tokenizer
     from sims.hf.pairs import chat_pairs, encode_pairs
     from sims.progress import progress
+    from scipy.special import logsumexp
     rows = read_rows(config.pairs)
+    if config.graphs > len(rows):
+        log(f"--graphs {config.graphs}: {config.pairs} holds {len(rows)}; scoring all of them")
     rows = rows[:config.graphs] if config.graphs else rows
-    models = saved(config.run, config.eval_set)
-    first = next(iter(models.values()))[1]
+    models = saved(config.run, config.eval_set, config.pairs)
+    first, eos_appended = next(iter(models.values()))[1], next(iter(models.values()))[3]
     beta, reference = first["beta"], first["reference"]
     tok = load_tokenizer(str(next(iter(models.values()))[0]))
     eos = stop_tokens(tok)
@@ -205,7 +225,7 @@ def run(config: Config, log=print) -> dict:
         texts = [order_text(v) for v in o]
         pairs, _ = chat_pairs(tok, [{"prompt": r["prompt"], "chosen": t, "rejected": t} for t in texts],
                               use=first["chat_template"])
-        enc = encode_pairs(tok, pairs, eos=False)
+        enc = encode_pairs(tok, pairs, eos=eos_appended)          # as the run encoded its pairs
         encoded.append((enc[0][0], [_until_stop(c, eos) for _, c, _ in enc]))
 
     def measure(model, label):
@@ -222,13 +242,17 @@ def run(config: Config, log=print) -> dict:
         valid = [is_valid(t, r["edges"], r["n"]) for t, r in zip(texts, rows)]
         return lp, texts, valid
 
-    ref_model = load(reference)
+    try:
+        ref_model = load(reference, device=config.device)
+    except UsageError as exc:
+        raise UsageError(f"the run's reference model {reference!r} (its rmgap.json) cannot be loaded: "
+                         f"{str(exc).split(': ', 1)[-1]}") from None
     ref_lp, ref_texts, ref_valid = measure(ref_model, "reference")
     del ref_model
     out = {}
-    for seed, (folder, manifest, accuracy) in sorted(models.items()):
-        pol_lp, texts, valid = measure(load(str(folder)), f"IM-RM seed {seed}")
-        from scipy.special import logsumexp
+    arrays = {"log_ref_mass": [float(logsumexp(a)) for a in ref_lp]}
+    for seed, (folder, manifest, accuracy, _) in sorted(models.items()):
+        pol_lp, texts, valid = measure(load(str(folder), device=config.device), f"IM-RM seed {seed}")
         log_c = np.array([logsumexp(a) for a in pol_lp])
         log_c_ref = np.array([logsumexp(a) for a in ref_lp])
         max_r = np.array([beta * float(np.max(a - b)) for a, b in zip(pol_lp, ref_lp)])
@@ -236,12 +260,14 @@ def run(config: Config, log=print) -> dict:
         log_bound = log_c_ref + max_r / beta
         assert np.allclose(np.exp(log_bound[:3]), generation_bound(log_c_ref[:3], max_r[:3], beta=beta), rtol=1e-9)
         k = int(sum(valid))
+        arrays.update({f"seed{seed}_log_mass": log_c, f"seed{seed}_max_reward_over_beta": max_r / beta,
+                       f"seed{seed}_log_bound": log_bound, f"seed{seed}_valid_sample": np.array(valid)})
         out[seed] = {
             "test_accuracy": accuracy,
             "sampled": {"valid": k, "graphs": len(rows), "rate": k / len(rows), "interval": clopper_pearson(k, len(rows)),
                         "examples": texts[:5]},
             "exact": {"mass": float(np.mean(np.exp(log_c))), "median_log10_mass": float(np.median(log_c) / math.log(10)),
-                      "max_reward_over_beta": float(np.median(max_r / beta)),
+                      "median_max_reward_over_beta": float(np.median(max_r / beta)),
                       "median_log10_bound": float(np.median(log_bound) / math.log(10)),
                       "bound_holds": bool(np.all(log_c <= log_bound + BOUND_SLACK)),
                       "largest_excess_nats": float(np.max(log_c - log_bound))},
@@ -263,10 +289,27 @@ def run(config: Config, log=print) -> dict:
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed},
             "beta": beta, "reference": reference, "orders": [len(o) for o in orders],
             "seeds": {str(s): v for s, v in out.items()}, "reference_model": reference_row,
-            "paper": PAPER, "checks": checks}
+            "paper": PAPER, "checks": checks, "_arrays": {**arrays, "orders": np.array([len(o) for o in orders])}}
+
+
+def _value(argv: list[str], flag: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a[len(flag) + 1:]
+    return None
 
 
 def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    out, run_ = _value(args, "--out"), _value(args, "--run")
+    if out and run_:
+        o, r = Path(out).resolve(), Path(run_).resolve()
+        if o == r or r in o.parents or o in r.parents:
+            print(f"error: --out {out}: the training run {run_} is there; results go to a folder of their own",
+                  file=sys.stderr)
+            return cli.EXIT["usage"]
     return cli.simulation_main("section32_generation", Config, run, __doc__, argv, module="sims.section32.generation")
 
 

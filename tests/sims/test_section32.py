@@ -121,9 +121,37 @@ def test_generation_end_to_end_on_a_tiny_model(tiny, tmp_path):
     assert s["test_accuracy"] == train["runs"]["im"]["0"]["checkpoints"][-1]["evals"]["test"]["accuracy"]
     assert r["orders"] == [len(data.cycle_orders(data.adjacency(json.loads(line)["edges"], 6)))
                            for line in (tmp_path / "d/test.jsonl").read_text().splitlines()]
+    arrays = np.load(tmp_path / "g/arrays.npz")
+    assert np.all(arrays["seed0_log_mass"] <= arrays["seed0_log_bound"] + generation.BOUND_SLACK)
+    assert arrays["log_ref_mass"].shape == (3,) and list(arrays["orders"]) == r["orders"]
+    # the results may not land on the training run (with --force they would replace it)
+    for out in (tmp_path / "run", tmp_path / "run/sub", tmp_path):
+        assert generation.main(["--run", str(tmp_path / "run"), "--pairs", str(tmp_path / "d/test.jsonl"),
+                                "--out", str(out), "--force"]) == 2
+    assert (tmp_path / "run/models/im-seed0").is_dir()
+    # the run evaluated its test set on another file: refused
+    other = tmp_path / "other.jsonl"
+    other.write_text((tmp_path / "d/test.jsonl").read_text().splitlines()[0] + "\n")
+    assert generation.main(["--run", str(tmp_path / "run"), "--pairs", str(other), "--out", str(tmp_path / "g2")]) == 2
 
 
-@pytest.mark.parametrize("what", ["no run", "no-save run", "not a folder"])
+@pytest.mark.parametrize("row,says", [
+    ({"edges": [[0.5, 1.7]]}, "integer vertex ids"), ({"edges": [[True, False]]}, "integer vertex ids"),
+    ({"edges": [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]}, "not a Hamiltonian cycle"),
+    ({"chosen": "a b c d e f"}, "not a Hamiltonian cycle"), ({"edges": [[0, 9]]}, "do not fit")])
+def test_generation_refuses_bad_pairs_in_one_line(row, says, tmp_path, capsys):
+    from sims.section32 import generation
+    assert data.main(["--out", str(tmp_path / "d"), "--n-train", "2", "--n-test", "2", "--vertices", "6", "--p", "0.3"]) == 0
+    good = json.loads((tmp_path / "d/test.jsonl").read_text().splitlines()[0])
+    (tmp_path / "bad.jsonl").write_text(json.dumps({**good, **row}) + "\n")
+    (tmp_path / "run").mkdir()
+    assert generation.main(["--run", str(tmp_path / "run"), "--pairs", str(tmp_path / "bad.jsonl"),
+                            "--out", str(tmp_path / "g")]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
+    assert len(err) == 1 and says in err[0] and not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("what", ["no run", "no-save run", "not a folder", "runs a list", "no checkpoints"])
 def test_generation_refuses_bad_runs_in_one_line(what, tmp_path, capsys):
     from sims.section32 import generation
     pairs = tmp_path / "d"
@@ -134,6 +162,10 @@ def test_generation_refuses_bad_runs_in_one_line(what, tmp_path, capsys):
         (run / "results.json").write_text(json.dumps({"runs": {"im": {"0": {"checkpoints": [{"evals": {}}]}}}}))
     elif what == "not a folder":
         run.write_text("x")
+    elif what in ("runs a list", "no checkpoints"):
+        run.mkdir()
+        im = [] if what == "runs a list" else {"0": {"checkpoints": []}}
+        (run / "results.json").write_text(json.dumps({"runs": {"im": im or [{"x": 1}]}}))
     argv = ["--pairs", str(pairs / "test.jsonl"), "--out", str(tmp_path / "g")] + ([] if what == "no run" else
                                                                                    ["--run", str(run)])
     assert generation.main(argv) == 2
