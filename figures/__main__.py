@@ -29,7 +29,7 @@ from sims import atomic
 from sims.cli import UsageError, run_cli
 from figures import (FIGURES, RESULTS, ROOT, dynamics, hamiltonian, hf_train, ledger, persona, persona_real,
                      persona_real_along, persona_real_prefixes, persona_real_wording,
-                     section52, theorem2)
+                     section32, section52, theorem2)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class Run:
     argv: tuple = ()
     fast: bool = False        # rerun by the test suite and compared with the committed results
     out_file: bool = False    # its --out names a file (sims.hf score / step): run.json is written here
+    # keep the trained models it writes (RUN/models/, git-ignored: too large to commit) for a later
+    # run that reads them; on a fresh clone that run's results stay as committed until this reruns
+    keep_models: bool = False
 
 
 # Section 5.2's runs on the toolkit's set (data/section52/): its training pairs and evaluation sets
@@ -57,6 +60,15 @@ SECTION52 = (*SECTION52_SETS, "--epochs", "20", "--eval-every", "5", "--seeds", 
 # at 240 pairs of ~90 tokens outgrew 23 GB and was killed
 SECTION52_FULL = (*SECTION52_SETS, "--kinds", "ex,im", "--variant", "full", "--lr", "3e-5", "--epochs", "5",
                   "--eval-every", "5", "--seeds", "0,1", "--precision", "fp32", "--no-save")
+
+# Section 3.2 on SmolLM2: the Hamiltonian-cycle pairs (data/section32/), full fine-tuning of both
+# kinds, fp32; lr 3e-5 as Section 5.2's full run (about the paper's lr x steps: 1e-6 x 15 epochs x
+# 32 steps is 4.8e-4, 3e-5 x 32 steps is 9.6e-4); 1 epoch, not the paper's 15: an epoch is 32
+# steps of ~150-token pairs, and one hour per model on 2 cores holds about one with its
+# evaluations; one seed; the models are kept for the generation study
+SECTION32 = ("train", "--train", "data/section32/train.jsonl", "--eval", "test=data/section32/test.jsonl",
+             "--kinds", "ex,im", "--variant", "full", "--lr", "3e-5", "--epochs", "1", "--seeds", "0",
+             "--precision", "fp32")
 
 RUNS = {
     "theorem2": Run("sims.theorem2", ("--unseen-tokens",), fast=True),
@@ -152,6 +164,9 @@ RUNS = {
     # pairs as plain text): does SmolLM2 rank a set before any training?
     **{f"section52_start_{n}": Run("sims.hf", ("score", "--pairs", f"data/section52/{n}.jsonl"), out_file=True)
        for n in ("indist", "paraphrase", "french", "spanish", "math", "code")},
+    "section32": Run("sims.hf", SECTION32, keep_models=True),
+    # the IM-RM's policy against the reference on the test graphs: samples, exact pi(C|x), Theorem 1
+    "section32_generation": Run("sims.section32.generation", ("--run", "results/section32")),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)
@@ -167,7 +182,8 @@ DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynam
          "persona_real_wording": ("persona_real_wording", persona_real_wording.draw),
          "persona_real_prefixes": ("persona_real_prefixes", persona_real_prefixes.draw),
          "hf_train_example": ("hf_train_example", hf_train.draw),
-         "section52_full": ("section52_full_report", section52.draw)}
+         "section52_full": ("section52_full_report", section52.draw),
+         "section32_smollm2": ("section32_generation", section32.draw)}
 
 
 # The module whose code a run's hash covers, where it is not the run's module itself: sims.hf's
@@ -226,6 +242,8 @@ def rerun(name: str) -> None:
             for f in ("results.json", "run.json", "arrays.npz"):
                 if (Path(out) / f).exists():
                     shutil.copyfile(Path(out) / f, staged.path / f)
+            if r.keep_models and (Path(out) / "models").is_dir():
+                shutil.copytree(Path(out) / "models", staged.path / "models")
             meta = json.loads((staged.path / "run.json").read_text())
             meta["argv"] = list(r.argv)        # the canonical command, without the scratch --out
             (staged.path / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -182,3 +182,31 @@ def test_measurements_record_their_command_and_a_commit_of_this_history(name):
     if git.returncode == 128:   # no git, or a shallow clone that lacks the commit's object
         pytest.skip(f"cannot look {commit} up in this checkout: {git.stderr.decode().strip()[:80]}")
     assert git.returncode == 0, f"results/{name} measured {commit}, which is not in this checkout's history"
+
+
+def test_a_run_that_keeps_its_models_leaves_them_beside_its_results(tmp_path, monkeypatch):
+    """rerun copies results.json, run.json and arrays.npz; a run whose models a later run reads
+    (Section 3.2's generation study) keeps RUN/models/ too, which .gitignore leaves out of commits."""
+    import subprocess
+    import sys
+    import types
+    from pathlib import Path
+    import figures.__main__ as fm
+
+    def main(argv):
+        out = Path(argv[argv.index("--out") + 1])
+        (out / "models" / "im-seed0").mkdir(parents=True)
+        (out / "models" / "im-seed0" / "weights").write_text("w")
+        (out / "results.json").write_text("{}")
+        (out / "run.json").write_text("{}")
+        return 0
+
+    monkeypatch.setitem(sys.modules, "fake_training_run", types.SimpleNamespace(main=main))
+    monkeypatch.setattr(fm, "RESULTS", tmp_path / "results")
+    for name, keep in (("kept", True), ("dropped", False)):
+        monkeypatch.setitem(fm.RUNS, name, fm.Run("fake_training_run", keep_models=keep))
+        fm.rerun(name)
+    assert (tmp_path / "results/kept/models/im-seed0/weights").read_text() == "w"
+    assert not (tmp_path / "results/dropped/models").exists()
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "results/section32/models/im-seed0/x"])
+    assert ignored.returncode == 0, "results/*/models/ must stay out of git: a saved SmolLM2 is 540 MB"
