@@ -165,6 +165,10 @@ RUNS = {
     **{f"section52_start_{n}": Run("sims.hf", ("score", "--pairs", f"data/section52/{n}.jsonl"), out_file=True)
        for n in ("indist", "paraphrase", "french", "spanish", "math", "code")},
     "section32": Run("sims.hf", SECTION32, keep_models=True),
+    # the IM-RM's policy against the reference on the first 100 test graphs (all 200 hold 44340
+    # cycle orders, whose exact mass under both models outran the session): samples, exact
+    # pi(C|x), Theorem 1
+    "section32_generation": Run("sims.section32.generation", ("--run", "results/section32", "--graphs", "100")),
 }
 
 # figure name -> (canonical run it is drawn from, drawer)
@@ -180,7 +184,8 @@ DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynam
          "persona_real_wording": ("persona_real_wording", persona_real_wording.draw),
          "persona_real_prefixes": ("persona_real_prefixes", persona_real_prefixes.draw),
          "hf_train_example": ("hf_train_example", hf_train.draw),
-         "section52_full": ("section52_full_report", section52.draw)}
+         "section52_full": ("section52_full_report", section52.draw),
+         "section32_smollm2": ("section32_generation", section32.draw)}
 
 
 # The module whose code a run's hash covers, where it is not the run's module itself: sims.hf's

@@ -44,7 +44,7 @@ def draw(results: dict, stem: Path) -> None:
     rate.set_ylim(0, 1.05)
     rate.set_ylabel("share of the test graphs")
     rate.legend(fontsize=7, loc="upper right")
-    rate.set_title(f"{results['config']['graphs']} test graphs", fontsize=9)
+    rate.set_title(f"accuracy: the run's whole test set; samples: {results['config']['graphs']} test graphs", fontsize=9)
 
     labels, values, colours = ["pi_ref(C|x)"], [ref["exact"]["median_log10_mass"]], ["grey"]
     for s in seeds:
