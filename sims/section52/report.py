@@ -1,13 +1,15 @@
 """Section 5.2's comparison, with the uncertainty a 60-pair set carries: EX-RM against IM-RM per
 evaluation set and per kind of shift, read from a `python -m sims.hf train` run.
 
-    python -m sims.section52.report --run RUN_FOLDER[,RUN_FOLDER] [--bootstrap 2000]
+    python -m sims.section52.report --run RUN_FOLDER[,RUN_FOLDER...] [--bootstrap 2000]
 
 RUN_FOLDER holds a results.json written by `python -m sims.hf train --kinds ex,im` (any
 variant, one or more seeds) whose evaluation sets are named as in data/section52/ (indist,
-paraphrase, french, spanish, math, code; others are reported ungrouped). Two folders, one per
-kind, compare runs trained apart (a frozen head and a frozen unembedding want different
-learning rates, and one `sims.hf train` run takes one); their evaluation pairs must agree. At the run's last
+paraphrase, french, spanish, math, code; others are reported ungrouped). Several folders pool
+their runs: one per kind compares runs trained apart (a frozen head and a frozen unembedding
+want different learning rates, and one `sims.hf train` run takes one), and a kind's seeds may
+come from several folders that trained it alike (more seeds, run later); every folder's
+evaluation pairs must agree. At the run's last
 checkpoint, every pair of every seed is scored c = 1 when r(chosen) > r(rejected), 1/2 on a
 tie, 0 otherwise (the official accuracy). Then, per set and per group (in distribution,
 token-level shift, domain shift: the group pools its sets' pairs):
@@ -103,8 +105,9 @@ def paired(x_ex: np.ndarray, x_im: np.ndarray, draws: int, rng) -> dict:
 
 @dataclass(frozen=True)
 class Config:
-    run: str = field("", "a `python -m sims.hf train` results folder with kinds ex and im, or two folders, "
-                     "comma-separated, that hold them between them (a folder's name may not hold a comma)")
+    run: str = field("", "a `python -m sims.hf train` results folder with kinds ex and im, or several folders, "
+                     "comma-separated, that hold them between them: one kind per folder, or more seeds of "
+                     "the same training (a folder's name may not hold a comma)")
     bootstrap: int = field(2000, f"bootstrap draws (at most {MAX_BOOTSTRAP})",
                            (lambda v: 1 <= v <= MAX_BOOTSTRAP, f"must be in 1..{MAX_BOOTSTRAP}"))
     seed: int = field(0, "the bootstrap's and the sign flips' generator", SEED)
@@ -113,8 +116,8 @@ class Config:
         if not self.run:
             raise UsageError("--run: give a `python -m sims.hf train` results folder")
         folders = self.run.split(",")
-        if len(folders) > 2 or len(set(folders)) < len(folders):
-            raise UsageError(f"--run {self.run}: one folder, or two distinct ones (one per kind)")
+        if len(set(folders)) < len(folders):
+            raise UsageError(f"--run {self.run}: a folder named twice")
         for f in folders:
             if not Path(f).is_dir():
                 raise UsageError(f"--run {f}: not a folder (give the run's folder, which holds its results.json)")
@@ -138,27 +141,39 @@ def _read(folder: str) -> dict:
 
 
 def load_run(run: str) -> dict:
-    """The runs of both kinds, from one folder or two (each kind from one folder only), checked:
-    both kinds present, and, from two folders, the same evaluation sets and pairs."""
+    """The runs of both kinds, pooled over one folder or several, checked: both kinds present; every
+    folder evaluated on the same sets and pairs; a kind's seeds pooled only from runs trained alike
+    (the same model, training pairs, settings, variant and precision), each seed from one folder."""
     parts = [(f, _read(f)) for f in run.split(",")]
-    runs, variants, data = {}, {}, {}
+    runs, variants, folders, alike = {}, {}, {}, {}
+    first = None
     for folder, r in parts:
+        data = r.get("data") or {}
+        if first is None:
+            first = (folder, data.get("sets"))
+        elif data.get("sets") != first[1]:
+            raise UsageError(f"--run {run}: {first[0]} and {folder} were evaluated on different sets or pairs; "
+                             f"train every run on the same --eval files")
         for kind, seeds in r["runs"].items():
             if kind not in KINDS or not seeds:
                 continue
-            if kind in runs:
-                raise UsageError(f"--run {run}: both folders hold {kind} runs; give one per kind")
-            runs[kind] = seeds
-            variants[kind] = (r.get("variants") or {}).get(kind)
-            data[kind] = (folder, (r.get("data") or {}).get("sets"))
+            how = (r.get("model"), data.get("train"), r.get("config"), (r.get("variants") or {}).get(kind),
+                   (r.get("precision") or {}).get("ran"))
+            if alike.setdefault(kind, (folder, how))[1] != how:
+                raise UsageError(f"--run {run}: the {kind} runs in {alike[kind][0]} and {folder} were trained "
+                                 f"differently (model, training pairs, settings, variant or precision); pool the "
+                                 f"seeds of one setting only")
+            twice = sorted(set(seeds) & set(runs.get(kind, {})), key=int)
+            if twice:
+                raise UsageError(f"--run {run}: seed {twice[0]} of the {kind} runs is in two folders")
+            runs.setdefault(kind, {}).update(seeds)
+            variants[kind] = how[3]
+            folders.setdefault(kind, []).append(folder)
     missing = [k for k in KINDS if k not in runs]
     if missing:
         raise UsageError(f"--run {run}: no {' or '.join(missing)} runs there; train with --kinds ex,im")
-    if len(parts) == 2 and data["ex"][1] != data["im"][1]:
-        raise UsageError(f"--run {run}: the two runs were evaluated on different sets or pairs "
-                         f"({data['ex'][0]} and {data['im'][0]}); train both on the same --train and --eval files")
     return {"runs": runs, "variants": variants, "model": parts[0][1].get("model"),
-            "folders": {k: data[k][0] for k in KINDS}}
+            "folders": {k: ",".join(folders[k]) for k in KINDS}}
 
 
 def scores(r: dict, kind: str) -> dict:

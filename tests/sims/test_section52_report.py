@@ -57,17 +57,18 @@ def test_paired_difference_and_what_it_resolves():
 TRAIN = {"chosen": [1.0], "rejected": [0.0], "normalised_margin": 1.0}
 
 
-def _run(tmp_path, per_kind, name="run", digests=None):
+def _run(tmp_path, per_kind, name="run", digests=None, first_seed=0, lr=1e-5):
     """A results.json shaped as `sims.hf train` writes it: runs[kind][seed].checkpoints[-1].evals."""
     runs = {}
     for kind, seeds in per_kind.items():
         runs[kind] = {}
-        for s, sets in enumerate(seeds):
+        for s, sets in enumerate(seeds, start=first_seed):
             evals = {n: {"chosen": c, "rejected": [0.0] * len(c), "normalised_margin": 1.0 + s}
                      for n, c in sets.items()}
             runs[kind][str(s)] = {"checkpoints": [{"evals": {}}, {"evals": {"train": TRAIN, **evals}}]}
     (tmp_path / name).mkdir()
-    results = {"runs": runs, "model": "fake", "data": {"sets": digests}}
+    results = {"runs": runs, "model": "fake", "data": {"sets": digests, "train": {"digest": "t"}},
+               "config": {"lr": lr}, "variants": {k: {"name": "full"} for k in per_kind}}
     (tmp_path / name / "results.json").write_text(json.dumps(results))
     return str(tmp_path / name)
 
@@ -109,14 +110,34 @@ def test_two_folders_one_kind_each(tmp_path):
     assert r["groups"]["in distribution"]["accuracy"] == {"ex": 1.0, "im": 0.0}
 
 
+def test_seeds_pooled_from_two_folders(tmp_path):
+    """A third seed run a session later, in a folder of its own, joins the first two: every pair's
+    c is averaged over all three seeds, as if one run had trained them."""
+    right, wrong = {"indist": [1.0] * 4}, {"indist": [-1.0] * 4}
+    a = _run(tmp_path, {"ex": [right, right], "im": [wrong, wrong]}, "a", digests={"indist": "d1"})
+    b = _run(tmp_path, {"ex": [wrong], "im": [right]}, "b", digests={"indist": "d1"}, first_seed=2)
+    one = _run(tmp_path, {"ex": [right, right, wrong], "im": [wrong, wrong, right]}, "one", digests={"indist": "d1"})
+    argv = ["--bootstrap", "50", "--out"]
+    assert report.main(["--run", f"{a},{b}", *argv, str(tmp_path / "o")]) == 0
+    assert report.main(["--run", one, *argv, str(tmp_path / "p")]) == 0
+    r, q = (json.loads((tmp_path / o / "results.json").read_text()) for o in ("o", "p"))
+    assert r["seeds"] == {"ex": ["0", "1", "2"], "im": ["0", "1", "2"]} and r["folders"] == {"ex": f"{a},{b}",
+                                                                                        "im": f"{a},{b}"}
+    assert r["groups"]["in distribution"]["accuracy"] == pytest.approx({"ex": 2 / 3, "im": 1 / 3})
+    assert r["sets"]["indist"]["normalised_margin"] == q["sets"]["indist"]["normalised_margin"] == {"ex": 2.0,
+                                                                                                    "im": 2.0}
+    assert r["groups"] == q["groups"]
+
+
 @pytest.mark.parametrize("what,says", [("nothing", "--run: give"), ("nofile", "no results.json"),
                                        ("afile", "not a folder"), ("noevals", "no set besides the training pairs"),
                                        ("nan", "not a finite number"), ("ragged", "different numbers of pairs"),
                                        ("sizes", "holds 2 pairs for the EX-RM and 3 for the IM-RM"),
                                        ("bigboot", "--bootstrap"),
-                                       ("samekind", "both folders hold ex runs"),
+                                       ("samekind", "seed 0 of the ex runs is in two folders"),
+                                       ("unlike", "were trained differently"),
                                        ("othersets", "evaluated on different sets or pairs"),
-                                       ("three", "one folder, or two distinct ones"),
+                                       ("three", "a folder named twice"),
                                        ("notjson", "not a `python -m sims.hf train` results file"),
                                        ("onekind", "no im runs")])
 def test_bad_runs(what, says, tmp_path, capsys):
@@ -144,10 +165,11 @@ def test_bad_runs(what, says, tmp_path, capsys):
                 "--out", str(tmp_path / "o")]
     elif what == "onekind":
         argv += ["--run", _run(tmp_path, {"ex": [{"indist": [1.0]}]})]
-    elif what in ("samekind", "othersets", "three"):
+    elif what in ("samekind", "unlike", "othersets", "three"):
         a = _run(tmp_path, {"ex": [{"indist": [1.0]}]}, "a", digests={"indist": "d1"})
-        b = _run(tmp_path, {"ex" if what == "samekind" else "im": [{"indist": [1.0]}]}, "b",
-                 digests={"indist": "d2" if what == "othersets" else "d1"})
+        b = _run(tmp_path, {"ex" if what in ("samekind", "unlike") else "im": [{"indist": [1.0]}]}, "b",
+                 digests={"indist": "d2" if what == "othersets" else "d1"}, first_seed=int(what == "unlike"),
+                 lr=1e-4 if what == "unlike" else 1e-5)
         argv += ["--run", f"{a},{b}" + (f",{a}" if what == "three" else "")]
     assert report.main(argv) == 2
     assert says in error_line(capsys.readouterr().err)
