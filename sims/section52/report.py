@@ -30,6 +30,7 @@ difference whose interval holds 0 is reported as not resolved, whichever way it 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ PAPER = {"in distribution": {"accuracy": {"ex": 0.752, "im": 0.646}, "normalised
                           "reading": "IM-RM comparable or better"}}
 FLIPS = 20000
 MAX_BOOTSTRAP = 100_000      # each draw resamples every pair: past this the interval stops moving
+MIN_BOOTSTRAP = 100          # a 95% interval's ends are the 2.5% and 97.5% points of the draws
 POWER_FACTOR = 2.8          # z_{0.975} + z_{0.8} = 1.960 + 0.842: a 5% two-sided test with 80% power
 
 
@@ -108,15 +110,18 @@ class Config:
     run: str = field("", "a `python -m sims.hf train` results folder with kinds ex and im, or several folders, "
                      "comma-separated, that hold them between them: one kind per folder, or more seeds of "
                      "the same training (a folder's name may not hold a comma)")
-    bootstrap: int = field(2000, f"bootstrap draws (at most {MAX_BOOTSTRAP})",
-                           (lambda v: 1 <= v <= MAX_BOOTSTRAP, f"must be in 1..{MAX_BOOTSTRAP}"))
+    bootstrap: int = field(2000, f"bootstrap draws (at least {MIN_BOOTSTRAP}: fewer cannot place a 95% "
+                           f"interval's ends; at most {MAX_BOOTSTRAP})",
+                           (lambda v: MIN_BOOTSTRAP <= v <= MAX_BOOTSTRAP, f"must be in {MIN_BOOTSTRAP}..{MAX_BOOTSTRAP}"))
     seed: int = field(0, "the bootstrap's and the sign flips' generator", SEED)
 
     def validate(self):
         if not self.run:
             raise UsageError("--run: give a `python -m sims.hf train` results folder")
         folders = self.run.split(",")
-        if len(set(folders)) < len(folders):
+        if "" in folders:
+            raise UsageError(f"--run {self.run}: an empty name in the list (a leading, trailing or doubled comma)")
+        if len({Path(f).resolve() for f in folders}) < len(folders):
             raise UsageError(f"--run {self.run}: a folder named twice")
         for f in folders:
             if not Path(f).is_dir():
@@ -124,99 +129,149 @@ class Config:
             if not (Path(f) / "results.json").is_file():
                 raise UsageError(f"--run {f}: no results.json there")
         # every check of the runs' contents, before the run starts
-        r = load_run(self.run)
-        for kind in KINDS:
-            scores(r, kind)
+        scores(load_run(self.run))
 
 
 def _read(folder: str) -> dict:
+    """A results.json of `sims.hf train`, its runs keyed by integer seeds (as strings, written as
+    int() reads them, so that "01" and "1" are one seed)."""
     try:
         r = json.loads((Path(folder) / "results.json").read_text())
-        if not isinstance(r["runs"], dict):
+        if not isinstance(r, dict) or not isinstance(r["runs"], dict):
             raise TypeError("runs is not a mapping")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        for name in ("data", "variants", "precision", "config"):
+            if not isinstance(r.get(name) or {}, dict):
+                raise TypeError(f"{name} is not a mapping")
+        runs = {}
+        for kind, seeds in r["runs"].items():
+            if not isinstance(seeds, dict) or not all(isinstance(v, dict) for v in seeds.values()):
+                raise TypeError(f"runs.{kind} is not a mapping of seeds to runs")
+            runs[kind] = {}
+            for key, one in seeds.items():
+                seed = int(key)
+                said = (one.get("config") or {}).get("seed", seed) if isinstance(one.get("config") or {}, dict) else None
+                if said != seed:
+                    raise ValueError(f"runs.{kind}.{key} holds a run whose config says seed {said!r}")
+                if str(seed) in runs[kind]:
+                    raise ValueError(f"runs.{kind}: seed {seed} twice")
+                runs[kind][str(seed)] = one
+        r["runs"] = runs
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"--run {folder}: not a `python -m sims.hf train` results file ({type(exc).__name__}: "
                          f"{exc})") from None
     return r
 
 
+def _training(r: dict, kind: str, seeds: dict) -> tuple:
+    """What must agree for seeds to pool: the model, the training pairs, the settings (the run's
+    and each seed's, its seed left out), the variant and the precision that ran."""
+    per_seed = {json.dumps({k: v for k, v in (one.get("config") or {}).items() if k != "seed"}, sort_keys=True)
+                for one in seeds.values()}
+    return (r.get("model"), json.dumps((r.get("data") or {}).get("train"), sort_keys=True),
+            json.dumps(r.get("config"), sort_keys=True), json.dumps((r.get("variants") or {}).get(kind), sort_keys=True),
+            (r.get("precision") or {}).get("ran"), tuple(sorted(per_seed)))
+
+
 def load_run(run: str) -> dict:
     """The runs of both kinds, pooled over one folder or several, checked: both kinds present; every
-    folder evaluated on the same sets and pairs; a kind's seeds pooled only from runs trained alike
-    (the same model, training pairs, settings, variant and precision), each seed from one folder."""
+    folder of one model, trained on the same pairs and evaluated on the same sets; a kind's seeds
+    pooled only from runs trained alike (`_training`), each seed from one folder."""
     parts = [(f, _read(f)) for f in run.split(",")]
     runs, variants, folders, alike = {}, {}, {}, {}
-    first = None
+    first = parts[0]
     for folder, r in parts:
-        data = r.get("data") or {}
-        if first is None:
-            first = (folder, data.get("sets"))
-        elif data.get("sets") != first[1]:
+        if r.get("model") != first[1].get("model"):
+            raise UsageError(f"--run {run}: {first[0]} holds runs of {first[1].get('model')!r} and {folder} of "
+                             f"{r.get('model')!r}; compare runs of one model")
+        if (r.get("data") or {}).get("train") != (first[1].get("data") or {}).get("train"):
+            raise UsageError(f"--run {run}: {first[0]} and {folder} were trained on different pairs; compare runs "
+                             f"of one --train file")
+        if (r.get("data") or {}).get("sets") != (first[1].get("data") or {}).get("sets"):
             raise UsageError(f"--run {run}: {first[0]} and {folder} were evaluated on different sets or pairs; "
                              f"train every run on the same --eval files")
         for kind, seeds in r["runs"].items():
             if kind not in KINDS or not seeds:
                 continue
-            how = (r.get("model"), data.get("train"), r.get("config"), (r.get("variants") or {}).get(kind),
-                   (r.get("precision") or {}).get("ran"))
+            how = _training(r, kind, seeds)
             if alike.setdefault(kind, (folder, how))[1] != how:
-                raise UsageError(f"--run {run}: the {kind} runs in {alike[kind][0]} and {folder} were trained "
-                                 f"differently (model, training pairs, settings, variant or precision); pool the "
-                                 f"seeds of one setting only")
+                other = alike[kind][0]
+                what = [n for n, x, y in zip(("model", "training pairs", "settings", "variant", "precision",
+                                              "settings of a seed"), alike[kind][1], how) if x != y]
+                raise UsageError(f"--run {run}: the {kind} runs in {other} and {folder} were trained with "
+                                 f"different {', '.join(what)}; pool the seeds of one training only")
             twice = sorted(set(seeds) & set(runs.get(kind, {})), key=int)
             if twice:
                 raise UsageError(f"--run {run}: seed {twice[0]} of the {kind} runs is in two folders")
             runs.setdefault(kind, {}).update(seeds)
-            variants[kind] = how[3]
+            variants[kind] = (r.get("variants") or {}).get(kind)
             folders.setdefault(kind, []).append(folder)
     missing = [k for k in KINDS if k not in runs]
     if missing:
         raise UsageError(f"--run {run}: no {' or '.join(missing)} runs there; train with --kinds ex,im")
-    return {"runs": runs, "variants": variants, "model": parts[0][1].get("model"),
+    return {"runs": runs, "variants": variants, "model": first[1].get("model"),
             "folders": {k: ",".join(folders[k]) for k in KINDS}}
 
 
-def scores(r: dict, kind: str) -> dict:
-    """set -> seeds x pairs array of c at each seed's last checkpoint (the training pairs left out).
-    UsageError in one line for a run the report cannot read: no checkpoints, no evaluation set,
-    sets that differ between seeds or kinds, rewards that are not finite numbers."""
-    where = r.get("folders", {}).get(kind, "the run")
-    try:
-        seeds = sorted(r["runs"][kind], key=int)
-        ends = [r["runs"][kind][s]["checkpoints"][-1]["evals"] for s in seeds]
-        out = {}
-        for name in ends[0]:
-            if name == "train":
-                continue
-            rows = [(np.asarray(e[name]["chosen"], dtype=float), np.asarray(e[name]["rejected"], dtype=float))
-                    for e in ends]
-            if any(c.ndim != 1 or c.shape != rj.shape or c.shape != rows[0][0].shape for c, rj in rows):
-                raise ValueError(f"set {name!r}: its seeds or responses hold different numbers of pairs")
-            if not all(np.isfinite(c).all() and np.isfinite(rj).all() for c, rj in rows):
-                raise ValueError(f"set {name!r}: a reward that is not a finite number")
-            out[name] = np.stack([correct(c, rj) for c, rj in rows])
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise UsageError(f"--run {where}: its {kind} runs cannot be read ({type(exc).__name__}: {exc})") from None
-    if not out:
-        raise UsageError(f"--run {where}: its {kind} runs were evaluated on no set besides the training pairs; "
-                         f"train with --eval NAME=PAIRS")
+def _finite_number(x, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x):
+        raise ValueError(f"{what}: {x!r} is not a finite number")
+    return float(x)
+
+
+def scores(r: dict) -> dict:
+    """kind -> set -> (seeds x pairs array of c, mean normalised margin over seeds), at each
+    seed's last checkpoint, the training pairs left out. UsageError in one line for runs the
+    report cannot read: no checkpoints, no evaluation set, a set one kind lacks, an empty set,
+    sets that differ between seeds or kinds, rewards or margins that are not finite numbers."""
+    out = {}
+    for kind in KINDS:
+        where = r.get("folders", {}).get(kind, "the run")
+        try:
+            seeds = sorted(r["runs"][kind], key=int)
+            ends = [r["runs"][kind][s]["checkpoints"][-1]["evals"] for s in seeds]
+            names = [n for n in ends[0] if n != "train"]
+            if any(sorted(n for n in e if n != "train") != sorted(names) for e in ends):
+                raise ValueError("its seeds were evaluated on different sets")
+            out[kind] = {}
+            for name in names:
+                rows = [(np.asarray(e[name]["chosen"], dtype=float), np.asarray(e[name]["rejected"], dtype=float))
+                        for e in ends]
+                if any(c.ndim != 1 or c.shape != rj.shape or c.shape != rows[0][0].shape for c, rj in rows):
+                    raise ValueError(f"set {name!r}: its seeds or responses hold different numbers of pairs")
+                if rows[0][0].size == 0:
+                    raise ValueError(f"set {name!r}: no pairs")
+                if not all(np.isfinite(c).all() and np.isfinite(rj).all() for c, rj in rows):
+                    raise ValueError(f"set {name!r}: a reward that is not a finite number")
+                margin = np.mean([_finite_number(e[name]["normalised_margin"], f"set {name!r}: normalised_margin")
+                                  for e in ends])
+                out[kind][name] = (np.stack([correct(c, rj) for c, rj in rows]), float(margin))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise UsageError(f"--run {where}: its {kind} runs cannot be read ({type(exc).__name__}: {exc})") from None
+        if not out[kind]:
+            raise UsageError(f"--run {where}: its {kind} runs were evaluated on no set besides the training pairs; "
+                             f"train with --eval NAME=PAIRS")
+    one = [n for n in out["ex"] if n not in out["im"]] + [n for n in out["im"] if n not in out["ex"]]
+    if one:
+        has = "EX-RM" if one[0] in out["ex"] else "IM-RM"
+        raise UsageError(f"--run {r.get('folders', {}).get('ex')}: set {one[0]!r} was evaluated for the {has} only; "
+                         f"evaluate both kinds on the same --eval sets")
+    bad = [n for n in out["ex"] if out["ex"][n][0].shape[1] != out["im"][n][0].shape[1]]
+    if bad:
+        raise UsageError(f"--run: set {bad[0]!r} holds {out['ex'][bad[0]][0].shape[1]} pairs for the EX-RM and "
+                         f"{out['im'][bad[0]][0].shape[1]} for the IM-RM; train both on the same --eval files")
     return out
 
 
 def report(r: dict, draws: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    x = {k: scores(r, k) for k in KINDS}
-    sets = [n for n in x["ex"] if n in x["im"]]
-    if not sets:
-        raise UsageError("--run: the EX-RM and IM-RM runs share no evaluation set")
-    bad = [n for n in sets if x["ex"][n].shape[1] != x["im"][n].shape[1]]
-    if bad:
-        raise UsageError(f"--run: set {bad[0]!r} holds {x['ex'][bad[0]].shape[1]} pairs for the EX-RM and "
-                         f"{x['im'][bad[0]].shape[1]} for the IM-RM; train both on the same --eval files")
+    both = scores(r)
+    x = {k: {n: c for n, (c, _) in both[k].items()} for k in KINDS}
+    margins = {k: {n: nm for n, (_, nm) in both[k].items()} for k in KINDS}
+    # the groups' order, then any set of another name
+    order = [n for members in GROUPS.values() for n in members]
+    sets = sorted(x["ex"], key=lambda n: (order.index(n) if n in order else len(order), n))
     groups = {g: [n for n in members if n in sets] for g, members in GROUPS.items()}
     groups = {g: m for g, m in groups.items() if m}
-    margins = {k: {n: float(np.mean([r["runs"][k][s]["checkpoints"][-1]["evals"][n]["normalised_margin"]
-                                     for s in r["runs"][k]])) for n in sets} for k in KINDS}
 
     def row(ex, im):
         return {"accuracy": {"ex": float(ex.mean()), "im": float(im.mean())},
@@ -251,6 +306,10 @@ def run(config: Config, log=print) -> dict:
             f"(95% interval {d['interval'][0]:+.3f} to {d['interval'][1]:+.3f}, p {d['p']:.3f}; resolvable "
             f"{'n/a' if d['resolvable'] is None else format(d['resolvable'], '.3f')}, {v['pairs']} pairs){tail}")
 
+    for k in KINDS:
+        v = (out["variants"] or {}).get(k)
+        log(f"{dict(ex='EX-RM', im='IM-RM')[k]}: {v.get('name') if isinstance(v, dict) else v or '?'}, "
+            f"seeds {', '.join(out['seeds'][k])}, from {out['folders'][k]}")
     log("per set:")
     for n, v in out["sets"].items():
         line(n, v, "" if n not in out["ungrouped"] else "  (in no group: its name is none of the data's)")
@@ -262,11 +321,36 @@ def run(config: Config, log=print) -> dict:
                "passed": None if v["reading"] == "not resolved" else
                (v["reading"] == "EX-RM better") == (v["paper"]["reading"] == "EX-RM better")}
               for g, v in out["groups"].items()]
+    against = [c["claim"].split(":")[0] for c in checks if c["passed"] is False]
+    if against:
+        log(f"against the paper's reading (exit 1): {', '.join(against)}")
     return {"config": {"run": config.run, "bootstrap": config.bootstrap, "seed": config.seed}, **out,
             "paper": PAPER, "checks": checks}
 
 
+def _out_is_no_run(argv) -> None:
+    """--out may not be a --run folder or a folder above one: with --force the report would replace
+    the training run it reads (sims.cli guards the toolkit's file flags; --run is this command's)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--out")
+    parser.add_argument("--run", default="")
+    ns, _ = parser.parse_known_args(argv)
+    if not ns.out:
+        return
+    out = Path(ns.out).expanduser().resolve()
+    for f in filter(None, ns.run.split(",")):
+        folder = Path(f).expanduser().resolve()
+        if out == folder or out in folder.parents:
+            raise UsageError(f"--out {ns.out} holds the --run folder {f}: the report would replace the run it "
+                             f"reads; give another --out")
+
+
 def main(argv=None) -> int:
+    try:
+        _out_is_no_run(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return cli.EXIT["usage"]
     return cli.simulation_main("section52_report", Config, run, __doc__, argv, module="sims.section52.report")
 
 

@@ -2,6 +2,7 @@
 cases, a fake `sims.hf train` run read end to end, and bad runs refused in one line."""
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_two_folders_one_kind_each(tmp_path):
     im = {"indist": [-1.0] * 8, "math": [1.0] * 8}
     a = _run(tmp_path, {"ex": [ex]}, "a", digests={"indist": "d1"})
     b = _run(tmp_path, {"im": [im]}, "b", digests={"indist": "d1"})
-    assert report.main(["--run", f"{a},{b}", "--bootstrap", "50", "--out", str(tmp_path / "o")]) == 0
+    assert report.main(["--run", f"{a},{b}", "--bootstrap", "100", "--out", str(tmp_path / "o")]) == 0
     r = json.loads((tmp_path / "o/results.json").read_text())
     assert r["folders"] == {"ex": a, "im": b}
     assert r["groups"]["in distribution"]["accuracy"] == {"ex": 1.0, "im": 0.0}
@@ -117,7 +118,7 @@ def test_seeds_pooled_from_two_folders(tmp_path):
     a = _run(tmp_path, {"ex": [right, right], "im": [wrong, wrong]}, "a", digests={"indist": "d1"})
     b = _run(tmp_path, {"ex": [wrong], "im": [right]}, "b", digests={"indist": "d1"}, first_seed=2)
     one = _run(tmp_path, {"ex": [right, right, wrong], "im": [wrong, wrong, right]}, "one", digests={"indist": "d1"})
-    argv = ["--bootstrap", "50", "--out"]
+    argv = ["--bootstrap", "100", "--out"]
     assert report.main(["--run", f"{a},{b}", *argv, str(tmp_path / "o")]) == 0
     assert report.main(["--run", one, *argv, str(tmp_path / "p")]) == 0
     r, q = (json.loads((tmp_path / o / "results.json").read_text()) for o in ("o", "p"))
@@ -135,13 +136,13 @@ def test_seeds_pooled_from_two_folders(tmp_path):
                                        ("sizes", "holds 2 pairs for the EX-RM and 3 for the IM-RM"),
                                        ("bigboot", "--bootstrap"),
                                        ("samekind", "seed 0 of the ex runs is in two folders"),
-                                       ("unlike", "were trained differently"),
+                                       ("unlike", "were trained with different settings"),
                                        ("othersets", "evaluated on different sets or pairs"),
                                        ("three", "a folder named twice"),
                                        ("notjson", "not a `python -m sims.hf train` results file"),
                                        ("onekind", "no im runs")])
 def test_bad_runs(what, says, tmp_path, capsys):
-    argv = ["--bootstrap", "10", "--out", str(tmp_path / "o")]
+    argv = ["--bootstrap", "100", "--out", str(tmp_path / "o")]
     if what == "nofile":
         argv += ["--run", str(tmp_path)]
     elif what == "notjson":
@@ -173,4 +174,80 @@ def test_bad_runs(what, says, tmp_path, capsys):
         argv += ["--run", f"{a},{b}" + (f",{a}" if what == "three" else "")]
     assert report.main(argv) == 2
     assert says in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def _edit(folder, change):
+    path = Path(folder) / "results.json"
+    r = json.loads(path.read_text())
+    change(r)
+    path.write_text(json.dumps(r))
+
+
+ONE = {"indist": [1.0, -1.0]}
+
+
+@pytest.mark.parametrize("what,says", [
+    ("seed01", "seed 1 of the ex runs is in two folders"),          # "01" and "1" are one seed
+    ("seedsays", "config says seed 0"),                              # a key that is not its run's seed
+    ("seedlr", "different settings of a seed"),                      # one seed's own settings differ
+    ("model", "compare runs of one model"),                          # EX of one model against IM of another
+    ("trainpairs", "were trained on different pairs"),
+    ("exonly", "set 'math' was evaluated for the EX-RM only"),
+    ("empty", "no pairs"),
+    ("nomargin", "cannot be read"),
+    ("nanmargin", "not a finite number"),
+    ("runslist", "not a `python -m sims.hf train` results file"),
+    ("datalist", "data is not a mapping"),
+    ("comma", "an empty name in the list"),
+    ("oneboot", "--bootstrap"),
+    ("outisrun", "would replace the run it reads"),
+    ("outabove", "would replace the run it reads")])
+def test_runs_that_must_not_be_read_or_pooled(what, says, tmp_path, capsys):
+    """Each of these once gave a silently wrong report, a traceback-like internal error, or (--out
+    on the run it reads, with --force) deleted the training run."""
+    a = _run(tmp_path, {"ex": [ONE, ONE], "im": [ONE]}, "a", digests={"indist": "d1"})
+    b = _run(tmp_path, {"ex": [ONE]}, "b", digests={"indist": "d1"}, first_seed=1)
+    for f, first in ((a, 0), (b, 1)):       # each run's own config, as sims.hf train writes it
+        _edit(f, lambda r: [one.setdefault("config", {"seed": int(s), "lr": 1e-5})
+                            for seeds in r["runs"].values() for s, one in seeds.items()])
+    run, out, extra = a, str(tmp_path / "o"), []
+    if what == "seed01":
+        _edit(b, lambda r: r["runs"].update(ex={"01": r["runs"]["ex"]["1"]}))
+        run = f"{a},{b}"
+    elif what == "seedsays":
+        _edit(a, lambda r: r["runs"]["ex"]["1"]["config"].update(seed=0))
+    elif what == "seedlr":
+        _edit(b, lambda r: r["runs"].update(ex={"5": {**r["runs"]["ex"]["1"], "config": {"seed": 5, "lr": 1e-4}}}))
+        run = f"{a},{b}"
+    elif what == "model":
+        _edit(b, lambda r: r.update(model="another"))
+        _edit(a, lambda r: r["runs"].pop("ex"))
+        run = f"{a},{b}"
+    elif what == "trainpairs":
+        _edit(b, lambda r: r["data"].update(train={"digest": "other"}))
+        _edit(a, lambda r: r["runs"].pop("ex"))
+        run = f"{a},{b}"
+    elif what == "exonly":
+        _edit(a, lambda r: [one["checkpoints"][-1]["evals"].update(math=one["checkpoints"][-1]["evals"]["indist"])
+                            for one in r["runs"]["ex"].values()])
+    elif what == "empty":
+        _edit(a, lambda r: [one["checkpoints"][-1]["evals"]["indist"].update(chosen=[], rejected=[])
+                            for seeds in r["runs"].values() for one in seeds.values()])
+    elif what in ("nomargin", "nanmargin"):
+        _edit(a, lambda r: r["runs"]["im"]["0"]["checkpoints"][-1]["evals"]["indist"].update(
+            normalised_margin=float("nan") if what == "nanmargin" else None))
+    elif what == "runslist":
+        _edit(a, lambda r: r["runs"].update(ex=[1, 2]))
+    elif what == "datalist":
+        _edit(a, lambda r: r.update(data=[1]))
+    elif what == "comma":
+        run = f"{a},"
+    elif what == "oneboot":
+        extra = ["--bootstrap", "1"]
+    elif what in ("outisrun", "outabove"):
+        out, extra = (a if what == "outisrun" else str(tmp_path)), ["--force"]
+    assert report.main(["--run", run, "--out", out, *extra]) == 2
+    assert says in error_line(capsys.readouterr().err)
+    assert (Path(a) / "results.json").is_file()
     assert not (tmp_path / "o").exists()
