@@ -60,6 +60,8 @@ SECTION52 = (*SECTION52_SETS, "--epochs", "20", "--eval-every", "5", "--seeds", 
 # at 240 pairs of ~90 tokens outgrew 23 GB and was killed
 SECTION52_FULL = (*SECTION52_SETS, "--kinds", "ex,im", "--variant", "full", "--lr", "3e-5", "--epochs", "5",
                   "--eval-every", "5", "--seeds", "0,1", "--precision", "fp32", "--no-save")
+# its third seed, run a session later in a folder of its own; the report pools the seeds
+SECTION52_FULL_SEED2 = tuple("2" if a == "0,1" else a for a in SECTION52_FULL)
 
 # Section 3.2 on SmolLM2: the Hamiltonian-cycle pairs (data/section32/), full fine-tuning of both
 # kinds, fp32; lr 3e-5 as Section 5.2's full run (about the paper's lr x steps: 1e-6 x 15 epochs x
@@ -154,12 +156,21 @@ RUNS = {
     # official token-overlap statistic, the checks; a test ties it to the files' sha256
     "section52_card": Run("sims.section52.card"),
     # Section 5.2 before the representations move: the EX-RM's head alone on the toolkit's set, at
-    # the learning rate the Persona run chose by its training loss (the IM-RM's unembedding run and
-    # their comparison, `python -m sims.section52.report`, are the next canonical runs)
+    # the learning rate the Persona run chose by its training loss (the IM-RM's unembedding run
+    # and their comparison follow the full runs below)
     "section52_head": Run("sims.hf", ("train", *SECTION52, "--kinds", "ex", "--variant", "head", "--lr", "1e-3")),
     "section52_full": Run("sims.hf", ("train", *SECTION52_FULL)),
-    # EX-RM against IM-RM on the full fine-tuning run: per set and kind of shift, paired
-    "section52_full_report": Run("sims.section52.report", ("--run", "results/section52_full")),
+    "section52_full_seed2": Run("sims.hf", ("train", *SECTION52_FULL_SEED2)),
+    # EX-RM against IM-RM on the full fine-tuning runs (seeds 0, 1 and 2 pooled): per set and kind of shift, paired
+    "section52_full_report": Run("sims.section52.report", ("--run", "results/section52_full,results/section52_full_seed2")),
+    # the IM-RM's unembedding alone (the tied matrix trains, the input embeddings held), one seed:
+    # its forecast runs a float64 Eq. 5 pass over the 49152-token vocabulary
+    "section52_unembedding": Run("sims.hf", ("train", *SECTION52_SETS, "--epochs", "20", "--eval-every", "5",
+                                             "--seeds", "0", "--precision", "fp32", "--no-save", "--forecast",
+                                             "--kinds", "im", "--variant", "unembedding:hold", "--lr", "1e-4")),
+    # the frozen-backbone table: the EX-RM's head against the IM-RM's unembedding
+    "section52_frozen_report": Run("sims.section52.report",
+                                   ("--run", "results/section52_head,results/section52_unembedding")),
     # the start model's own preference on each set (ln pi of each response, no reference, the
     # pairs as plain text): does SmolLM2 rank a set before any training?
     **{f"section52_start_{n}": Run("sims.hf", ("score", "--pairs", f"data/section52/{n}.jsonl"), out_file=True)
@@ -185,6 +196,7 @@ DRAWN = {"theorem2": ("theorem2", theorem2.draw), "dynamics": ("dynamics", dynam
          "persona_real_prefixes": ("persona_real_prefixes", persona_real_prefixes.draw),
          "hf_train_example": ("hf_train_example", hf_train.draw),
          "section52_full": ("section52_full_report", section52.draw),
+         "section52_frozen": ("section52_frozen_report", section52.draw),
          "section32_smollm2": ("section32_generation", section32.draw)}
 
 
