@@ -161,6 +161,10 @@ RUNS = {
     "section52_head": Run("sims.hf", ("train", *SECTION52, "--kinds", "ex", "--variant", "head", "--lr", "1e-3")),
     "section52_full": Run("sims.hf", ("train", *SECTION52_FULL)),
     "section52_full_seed2": Run("sims.hf", ("train", *SECTION52_FULL_SEED2)),
+    # a candidate for the fully fine-tuned EX-RM's loss in English against its frozen head: the
+    # rate. The EX-RM alone at a third of it, the rest as section52_full, seed 0
+    "section52_full_ex_lower_lr": Run("sims.hf", ("train", *(
+        {"ex,im": "ex", "3e-5": "1e-5", "0,1": "0"}.get(a, a) for a in SECTION52_FULL))),
     # EX-RM against IM-RM on the full fine-tuning runs (seeds 0, 1 and 2 pooled): per set and kind of shift, paired
     "section52_full_report": Run("sims.section52.report", ("--run", "results/section52_full,results/section52_full_seed2")),
     # the IM-RM's unembedding alone (the tied matrix trains, the input embeddings held), one seed:
