@@ -57,8 +57,11 @@ SLOW_DRAWER = textwrap.dedent("""
                          ids=["SIGINT", "SIGTERM"])
 def test_a_signal_while_drawing_leaves_nothing(tmp_path, sig, code, needle):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a shell's background job (nohup ... &, a CI step) starts with SIGINT ignored, and Python keeps
+    # an ignored SIGINT ignored: give the child the default, as a terminal's foreground job has
     proc = subprocess.Popen([sys.executable, "-c", SLOW_DRAWER, "--out", "deep/run"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stderr.readline().strip() == "drawing"
         assert (tmp_path / "deep").is_dir()   # the staged sibling exists meanwhile
