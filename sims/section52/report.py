@@ -148,10 +148,10 @@ def _read(folder: str) -> dict:
                 raise TypeError(f"runs.{kind} is not a mapping of seeds to runs")
             runs[kind] = {}
             for key, one in seeds.items():
-                seed = int(key)
-                said = (one.get("config") or {}).get("seed", seed) if isinstance(one.get("config") or {}, dict) else None
-                if said != seed:
-                    raise ValueError(f"runs.{kind}.{key} holds a run whose config says seed {said!r}")
+                seed, config = int(key), one.get("config") or {}
+                if not isinstance(config, dict) or config.get("seed", seed) != seed:
+                    raise ValueError(f"runs.{kind}.{key} holds a run whose config says seed "
+                                     f"{config.get('seed') if isinstance(config, dict) else config!r}")
                 if str(seed) in runs[kind]:
                     raise ValueError(f"runs.{kind}: seed {seed} twice")
                 runs[kind][str(seed)] = one
