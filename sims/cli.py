@@ -105,7 +105,7 @@ def parser_for(config_cls, description: str, prog: str | None = None) -> argpars
     p = Parser(prog=prog, description=description, formatter_class=HelpFormatter)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata.get("help", "")
+        help_ = f.metadata.get("help", "").replace("%", "%%")     # argparse %-formats a help string
         choices = getattr(f.metadata.get("check", (None, ""))[0], "choices", None)
         if choices:   # listed, not enforced here: validate() names the flag in its one line
             help_ += f" (one of: {', '.join(map(str, choices))})"
