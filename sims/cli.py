@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import datetime
 import inspect
 import json
@@ -212,35 +213,42 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-class _Stdout:
-    """sys.stdout while a command runs. Once its reader has gone (`| head -1`: EPIPE), what
-    is printed goes to /dev/null instead of raising, so the run goes on to write its results;
-    `broken` then makes the exit code 141, as the shell reports a writer its pipe stopped."""
+class _Output:
+    """sys.stdout or sys.stderr while a command runs. Once its reader has gone (`| head -1`:
+    EPIPE), or its device is full (`> /dev/full`: ENOSPC), what is printed goes to /dev/null
+    instead of raising, so the run goes on to write its results; `broken` then makes the exit
+    code 141, as the shell reports a writer its pipe stopped, and `full` makes it 3, said in one
+    line (on stderr, when stderr is not the stream that failed)."""
 
     def __init__(self, stream):
-        self._stream, self.broken = stream, False
+        self._stream, self.broken, self.full = stream, False, False
 
-    def _lost(self):
-        self.broken = True
+    def _lost(self, exc: OSError):
+        if isinstance(exc, BrokenPipeError):
+            self.broken = True
+        elif exc.errno == errno.ENOSPC:
+            self.full = True
+        else:
+            raise exc
         try:   # the buffered rest, and the interpreter's last flush, go nowhere instead
             os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
         except (OSError, ValueError, AttributeError):
             pass
 
     def write(self, text):
-        if not self.broken:
+        if not (self.broken or self.full):
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                self._lost()
+            except OSError as exc:
+                self._lost(exc)
         return len(text)
 
     def flush(self):
-        if not self.broken:
+        if not (self.broken or self.full):
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._lost()
+            except OSError as exc:
+                self._lost(exc)
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
@@ -250,21 +258,46 @@ def run_cli(main_body, argv=None) -> int:
     """Call main_body(argv) and turn every failure into one line on stderr and an exit code:
     UsageError 2, RunError 3, MemoryError 3, Ctrl-C 130, SIGTERM 143; any other exception is a
     bug in rmgap: one line, exit code 4 (RMGAP_TRACEBACK=1 shows the traceback). A closed
-    stdout stops the printing, not the run: exit code 141 once it has finished."""
+    stdout or stderr stops the printing, not the run: exit code 141 once it has finished; a full
+    device under stdout or stderr stops it too, and the run ends with exit code 3 and one line."""
     handler = None
     try:
         handler = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:    # not the main thread: SIGTERM keeps its default
         pass
-    stdout = sys.stdout = _Stdout(sys.stdout)
+    stdout, stderr = sys.stdout, sys.stderr = _Output(sys.stdout), _Output(sys.stderr)
     try:
         code = _run(main_body, argv)
         stdout.flush()
+        stderr.flush()
     finally:
-        sys.stdout = stdout._stream
+        sys.stdout, sys.stderr = stdout._stream, stderr._stream
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
-    return EXIT["broken_pipe"] if stdout.broken and code in (0, 1) else code
+    full = [name for name, s in (("standard output", stdout), ("standard error", stderr)) if s.full]
+    if full and code in (0, 1):
+        with contextlib.suppress(OSError, ValueError):
+            print(f"error: {' and '.join(full)}: no space left on the device written to (a full disk, or "
+                  f"/dev/full); the run went on and wrote its results", file=sys.stderr, flush=True)
+        code = EXIT["run_error"]
+    elif (stdout.broken or stderr.broken) and code in (0, 1):
+        code = EXIT["broken_pipe"]
+    if argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the command-line process as soon as it is done: its results are written and its
+    output flushed, so the interpreter's teardown (torch's and its thread pools' take about a
+    second) is skipped, after the exit handlers run. Only for the command line (argv None): a
+    caller in Python (the tests, figures' reruns) gets the code back."""
+    import atexit
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _run(main_body, argv) -> int:
