@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import datetime
+import errno
 import inspect
 import json
 import os
@@ -289,8 +289,8 @@ def run_cli(main_body, argv=None) -> int:
 
 def _exit_now(code: int) -> None:
     """End the command-line process as soon as it is done: its results are written and its
-    output flushed, so the interpreter's teardown (torch's and its thread pools' take about a
-    second) is skipped, after the exit handlers run. Only for the command line (argv None): a
+    output flushed, so the interpreter's teardown (torch's and its thread pools', which a user
+    waits through in silence) is skipped, after the exit handlers run. Only for the command line (argv None): a
     caller in Python (the tests, figures' reruns) gets the code back."""
     import atexit
     atexit._run_exitfuncs()
